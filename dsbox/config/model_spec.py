@@ -1,0 +1,168 @@
+"""ModelSpec: the shapes of one OPT-family model, read from models.toml or an HF config.json.
+
+The registry (``dsbox/models.toml``) lists every OPT size and the bundled default model. Sizes
+derived here (parameter count, weight bytes, KV bytes per token) are what `dsbox models`,
+the KV-pool sizing and the placement search all use.
+"""
+
+from __future__ import annotations
+
+import json
+import tomllib
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+
+DTYPE_BYTES = {"float32": 4, "float16": 2, "bfloat16": 2}
+
+
+@dataclass(frozen=True, slots=True)
+class ModelSpec:
+    """Shapes of an OPT decoder. Validated on construction."""
+
+    name: str
+    hidden_size: int
+    num_layers: int
+    num_heads: int
+    ffn_dim: int
+    vocab_size: int = 50272
+    max_position_embeddings: int = 2048
+    word_embed_proj_dim: int | None = None
+    do_layer_norm_before: bool = True
+    hf_repo: str | None = None
+    bundled: bool = False
+    description: str = ""
+    bos_token_id: int = 2
+    eos_token_id: int = 2
+    pad_token_id: int = 1
+    extra: dict = field(default_factory=dict, compare=False, hash=False)
+
+    def __post_init__(self) -> None:
+        for attr in ("hidden_size", "num_layers", "num_heads", "ffn_dim", "vocab_size",
+                     "max_position_embeddings"):
+            if getattr(self, attr) <= 0:
+                raise ValueError(f"model {self.name!r}: {attr} must be positive")
+        if self.hidden_size % self.num_heads:
+            raise ValueError(
+                f"model {self.name!r}: hidden_size {self.hidden_size} is not divisible by "
+                f"num_heads {self.num_heads}")
+
+    @property
+    def head_dim(self) -> int:
+        return self.hidden_size // self.num_heads
+
+    @property
+    def embed_dim(self) -> int:
+        """Width of the token embedding (differs from hidden_size only for opt-350m)."""
+        return self.word_embed_proj_dim or self.hidden_size
+
+    @property
+    def has_projections(self) -> bool:
+        return self.embed_dim != self.hidden_size
+
+    @property
+    def num_params(self) -> int:
+        """Parameter count (lm_head tied, so counted once)."""
+        h, f, e = self.hidden_size, self.ffn_dim, self.embed_dim
+        per_layer = 4 * (h * h + h) + 2 * h * f + f + h + 2 * 2 * h  # attn, ffn, 2 layer norms
+        emb = self.vocab_size * e + (self.max_position_embeddings + 2) * h
+        proj = 2 * e * h if self.has_projections else 0
+        final_ln = 2 * h if self.do_layer_norm_before else 0
+        return self.num_layers * per_layer + emb + proj + final_ln
+
+    def weight_bytes(self, dtype: str = "float16") -> int:
+        return self.num_params * DTYPE_BYTES[dtype]
+
+    def kv_bytes_per_token(self, dtype: str = "float16") -> int:
+        """K and V of one token over all layers."""
+        return 2 * self.num_layers * self.hidden_size * DTYPE_BYTES[dtype]
+
+    def to_hf_config(self) -> dict:
+        """The fields of a transformers OPTConfig for these shapes."""
+        return {
+            "model_type": "opt",
+            "architectures": ["OPTForCausalLM"],
+            "hidden_size": self.hidden_size,
+            "num_hidden_layers": self.num_layers,
+            "num_attention_heads": self.num_heads,
+            "ffn_dim": self.ffn_dim,
+            "vocab_size": self.vocab_size,
+            "max_position_embeddings": self.max_position_embeddings,
+            "word_embed_proj_dim": self.embed_dim,
+            "do_layer_norm_before": self.do_layer_norm_before,
+            "activation_function": "relu",
+            "enable_bias": True,
+            "layer_norm_elementwise_affine": True,
+            "bos_token_id": self.bos_token_id,
+            "eos_token_id": self.eos_token_id,
+            "pad_token_id": self.pad_token_id,
+        }
+
+    @classmethod
+    def from_hf_config(cls, config: dict, name: str) -> ModelSpec:
+        """Build from the dict of an HF ``config.json`` (OPT only)."""
+        model_type = config.get("model_type", "opt")
+        if model_type != "opt":
+            raise ValueError(f"{name}: model_type {model_type!r} is not supported (OPT only)")
+        if config.get("activation_function", "relu") != "relu":
+            raise ValueError(f"{name}: activation {config['activation_function']!r} unsupported")
+        hidden = config["hidden_size"]
+        proj = config.get("word_embed_proj_dim", hidden)
+        return cls(
+            name=name,
+            hidden_size=hidden,
+            num_layers=config["num_hidden_layers"],
+            num_heads=config["num_attention_heads"],
+            ffn_dim=config["ffn_dim"],
+            vocab_size=config.get("vocab_size", 50272),
+            max_position_embeddings=config.get("max_position_embeddings", 2048),
+            word_embed_proj_dim=None if proj == hidden else proj,
+            do_layer_norm_before=config.get("do_layer_norm_before", True),
+            bos_token_id=config.get("bos_token_id", 2),
+            eos_token_id=config.get("eos_token_id", 2),
+            pad_token_id=config.get("pad_token_id", 1),
+        )
+
+    @classmethod
+    def from_hf_dir(cls, path: Path) -> ModelSpec:
+        cfg = path / "config.json"
+        try:
+            data = json.loads(cfg.read_text())
+        except FileNotFoundError:
+            raise FileNotFoundError(f"{cfg}: no config.json in the checkpoint directory") from None
+        except json.JSONDecodeError as exc:
+            raise ValueError(f"{cfg}: not valid JSON ({exc})") from None
+        return cls.from_hf_config(data, name=path.name)
+
+
+def load_registry() -> dict[str, ModelSpec]:
+    """All models of ``dsbox/models.toml``, by name, in file order."""
+    text = resources.files("dsbox").joinpath("models.toml").read_text()
+    specs = {}
+    for name, entry in tomllib.loads(text).items():
+        specs[name] = ModelSpec(
+            name=name,
+            hidden_size=entry["hidden_size"],
+            num_layers=entry["num_layers"],
+            num_heads=entry["num_heads"],
+            ffn_dim=entry["ffn_dim"],
+            max_position_embeddings=entry.get("max_position_embeddings", 2048),
+            word_embed_proj_dim=entry.get("word_embed_proj_dim"),
+            do_layer_norm_before=entry.get("do_layer_norm_before", True),
+            hf_repo=entry.get("hf_repo"),
+            bundled=entry.get("bundled", False),
+            description=entry.get("description", ""),
+        )
+    return specs
+
+
+def get_model_spec(name: str) -> ModelSpec:
+    """Registry entry by name (``opt-13b``, ``facebook/opt-13b`` or ``OPT-13B`` all work)."""
+    registry = load_registry()
+    key = name.lower().removeprefix("facebook/")
+    if key not in registry:
+        raise KeyError(f"unknown model {name!r}; known: {', '.join(registry)}")
+    return registry[key]
+
+
+DEFAULT_MODEL = "opt-tiny"
