@@ -1,5 +1,6 @@
 """Configuration dataclasses shared by the engine, the runtime, the planner and the CLI."""
 
+from dsbox.config.engine_config import EngineConfig
 from dsbox.config.model_spec import DEFAULT_MODEL, ModelSpec, get_model_spec, load_registry
 
-__all__ = ["DEFAULT_MODEL", "ModelSpec", "get_model_spec", "load_registry"]
+__all__ = ["EngineConfig", "DEFAULT_MODEL", "ModelSpec", "get_model_spec", "load_registry"]

@@ -1,0 +1,48 @@
+"""EngineConfig: everything that shapes one engine instance (model, dtype, KV pool, batching).
+
+The CLI builds its options from these fields; ``LLM(...)`` takes them as keyword arguments.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, fields
+
+DTYPES = ("float32", "float16", "bfloat16")
+
+
+@dataclass(slots=True)
+class EngineConfig:
+    model: str = "opt-tiny"
+    dtype: str = "auto"               # auto: float16 on CUDA, float32 on CPU
+    device: str = "auto"              # auto: cuda if available, else cpu
+    dummy_weights: bool = False
+    seed: int = 0
+    block_size: int = 16
+    kv_cache_memory: int | None = None    # bytes for the KV pool (per device)
+    kv_cache_fraction: float = 0.9        # else this share of free GPU memory after weights
+    max_num_batched_tokens: int = 2048    # prefill token budget per step
+    max_num_seqs: int = 256
+    max_model_len: int | None = None      # default: the model's max positions
+    attention_backend: str | None = None  # "torch" | "triton"; default by device
+    placement: str | None = None          # placement text form; None = colocated:tp=1
+
+    def __post_init__(self) -> None:
+        if self.dtype != "auto" and self.dtype not in DTYPES:
+            raise ValueError(f"dtype must be auto or one of {DTYPES}, got {self.dtype!r}")
+        if self.device != "auto" and not (self.device == "cpu" or self.device.startswith("cuda")):
+            raise ValueError(f"device must be auto, cpu or cuda[:N], got {self.device!r}")
+        if self.block_size not in (8, 16, 32):
+            raise ValueError(f"block_size must be 8, 16 or 32, got {self.block_size}")
+        if self.kv_cache_memory is not None and self.kv_cache_memory <= 0:
+            raise ValueError("kv_cache_memory must be a positive number of bytes")
+        if not 0 < self.kv_cache_fraction <= 1:
+            raise ValueError("kv_cache_fraction must be in (0, 1]")
+        if self.max_num_batched_tokens < 1 or self.max_num_seqs < 1:
+            raise ValueError("max_num_batched_tokens and max_num_seqs must be >= 1")
+        if self.attention_backend not in (None, "torch", "triton"):
+            raise ValueError(f"attention_backend must be torch or triton, "
+                             f"got {self.attention_backend!r}")
+
+    @classmethod
+    def field_names(cls) -> list[str]:
+        return [f.name for f in fields(cls)]

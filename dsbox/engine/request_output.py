@@ -1,0 +1,21 @@
+"""RequestOutput: what a caller sees of one request (tokens, text, finish, lifecycle)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from dsbox.engine.lifecycle import Lifecycle
+
+
+@dataclass(slots=True)
+class RequestOutput:
+    request_id: int
+    prompt: str | None
+    prompt_token_ids: list[int]
+    token_ids: list[int]
+    text: str
+    finished: bool
+    finish_reason: str | None
+    lifecycle: Lifecycle
+    error: str | None = None
+    new_text: str = ""  # text added since the previous output of this request

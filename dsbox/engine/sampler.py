@@ -1,0 +1,60 @@
+"""Token sampling: greedy, temperature, top-k, top-p, with per-request seeds.
+
+A seeded request draws its noise from a generator seeded by (seed, output index), so its
+tokens do not depend on what it is batched with, on preemption, or on which worker runs it.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from dsbox.engine.sampling_params import SamplingParams
+
+
+def _filter_top_k_top_p(logits: torch.Tensor, top_k: torch.Tensor,
+                        top_p: torch.Tensor) -> torch.Tensor:
+    """Mask (to -inf) logits outside each row's top-k and nucleus top-p sets."""
+    sorted_logits, sorted_idx = logits.sort(dim=-1, descending=True)
+    vocab = logits.shape[-1]
+    ranks = torch.arange(vocab, device=logits.device).expand_as(sorted_logits)
+    k = torch.where(top_k > 0, top_k, vocab).unsqueeze(1)
+    drop = ranks >= k
+    probs = sorted_logits.masked_fill(drop, float("-inf")).softmax(dim=-1)
+    cum_before = probs.cumsum(dim=-1) - probs  # mass of strictly better tokens
+    drop |= cum_before >= top_p.unsqueeze(1)
+    drop[:, 0] = False  # always keep the best token
+    sorted_logits = sorted_logits.masked_fill(drop, float("-inf"))
+    return torch.empty_like(logits).scatter_(1, sorted_idx, sorted_logits)
+
+
+def sample(logits: torch.Tensor, params: tuple[SamplingParams, ...],
+           output_index: tuple[int, ...], generator: torch.Generator | None = None
+           ) -> list[int]:
+    """One token per row of ``logits`` [batch, vocab]."""
+    logits = logits.float()
+    greedy = [p.greedy for p in params]
+    result = logits.argmax(dim=-1)
+    rows = [i for i, g in enumerate(greedy) if not g]
+    if rows:
+        sub = logits[rows]
+        dev = logits.device
+        temp = torch.tensor([params[i].temperature for i in rows], device=dev)
+        sub = sub / temp.unsqueeze(1)
+        top_k = torch.tensor([params[i].top_k for i in rows], device=dev)
+        top_p = torch.tensor([params[i].top_p for i in rows], device=dev)
+        if bool((top_k > 0).any()) or bool((top_p < 1).any()):
+            sub = _filter_top_k_top_p(sub, top_k, top_p)
+        probs = sub.softmax(dim=-1)
+        noise = torch.empty_like(probs)
+        for j, i in enumerate(rows):
+            seed = params[i].seed
+            if seed is None:
+                noise[j].exponential_(generator=generator)
+            else:
+                g = torch.Generator(device=dev).manual_seed(
+                    (seed * 1_000_003 + output_index[i]) % (2**63))
+                noise[j].exponential_(generator=g)
+        # Gumbel-max in exponential form: argmax p / E with E ~ Exp(1) samples from p
+        picked = (probs / noise).argmax(dim=-1)
+        result[rows] = picked
+    return result.tolist()

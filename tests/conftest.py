@@ -1,0 +1,29 @@
+"""Shared test set-up: the ``gpu`` marker skips without CUDA; tiny OPT checkpoints."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from tests.checkpoints import write_tiny_checkpoint
+
+
+def pytest_collection_modifyitems(config, items):
+    if torch.cuda.is_available():
+        return
+    skip = pytest.mark.skip(reason="needs a CUDA GPU")
+    for item in items:
+        if "gpu" in item.keywords:
+            item.add_marker(skip)
+
+
+@pytest.fixture(scope="session")
+def preln_ckpt(tmp_path_factory):
+    """Tiny pre-LN OPT (like opt-125m and larger), HF safetensors + tokenizer files."""
+    return write_tiny_checkpoint(tmp_path_factory.mktemp("opt-preln"), variant="preln")
+
+
+@pytest.fixture(scope="session")
+def postln_ckpt(tmp_path_factory):
+    """Tiny opt-350m-style OPT: post-LN, no final LN, word_embed_proj_dim != hidden_size."""
+    return write_tiny_checkpoint(tmp_path_factory.mktemp("opt-postln"), variant="postln")
