@@ -1,11 +1,16 @@
-"""The offline API: ``LLM(model=...).generate(prompts, SamplingParams(...))``."""
+"""The offline API: ``LLM(model=...).generate(prompts, SamplingParams(...))``.
+
+Without a placement the engine runs in this process (one device, colocated). With one
+(``placement="prefill:tp=2;decode:tp=1"``) a Controller starts one worker process per
+device and routes the requests through its instances; ``close()`` (or ``with LLM(...)``)
+stops them.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 
 from dsbox.config import EngineConfig
-from dsbox.engine.llm_engine import LLMEngine
 from dsbox.engine.request_output import RequestOutput
 from dsbox.engine.sampling_params import SamplingParams
 
@@ -18,8 +23,18 @@ class LLM:
         if unknown:
             raise TypeError(f"unknown LLM argument(s): {', '.join(sorted(unknown))}")
         self.config = EngineConfig(model=model, **kwargs)
-        self.engine = LLMEngine(self.config)
-        self.tokenizer = self.engine.tokenizer
+        self.engine = None
+        self.controller = None
+        if self.config.placement is None:
+            from dsbox.engine.llm_engine import LLMEngine
+
+            self.engine = LLMEngine(self.config)
+            self.tokenizer = self.engine.tokenizer
+        else:
+            from dsbox.engine.controller import Controller
+
+            self.controller = Controller(self.config, self.config.placement)
+            self.tokenizer = self.controller.tokenizer
 
     def generate(self, prompts: str | Sequence[str] | Sequence[Sequence[int]],
                  sampling_params: SamplingParams | Sequence[SamplingParams] | None = None
@@ -28,6 +43,7 @@ class LLM:
         before any is queued, so a bad one raises ValueError and nothing runs."""
         if isinstance(prompts, str) or (prompts and isinstance(prompts[0], int)):
             prompts = [prompts]
+        prompts = list(prompts)
         if sampling_params is None:
             sampling_params = SamplingParams()
         if isinstance(sampling_params, SamplingParams):
@@ -36,18 +52,31 @@ class LLM:
             params = list(sampling_params)
             if len(params) != len(prompts):
                 raise ValueError(f"{len(params)} SamplingParams for {len(prompts)} prompts")
+        if self.controller is not None:
+            return self.controller.generate(prompts, params)
+        engine = self.engine
         encoded = []
         for i, p in enumerate(prompts):
             try:
-                encoded.append(self.engine.encode_prompt(p))
+                encoded.append(engine.encode_prompt(p))
             except ValueError as exc:
                 raise ValueError(f"prompt {i}: {exc}") from None
-        engine = self.engine
-        ids = [engine._add(text, toks, sp, None) for (text, toks), sp in zip(encoded, params,
-                                                                              strict=True)]
+        ids = [engine._add(text, toks, sp, None)
+               for (text, toks), sp in zip(encoded, params, strict=True)]
         results: dict[int, RequestOutput] = {}
         while engine.has_unfinished():
             for out in engine.step():
                 if out.finished:
                     results[out.request_id] = out
         return [results[i] for i in ids]
+
+    def close(self) -> None:
+        """Stop the worker processes (a no-op for the in-process engine)."""
+        if self.controller is not None:
+            self.controller.shutdown()
+
+    def __enter__(self) -> LLM:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()

@@ -4,8 +4,11 @@ One source of truth: the engine (real clock), the simulator (simulated clock), t
 dashboard and the bench all write and read these same stamps. Times are seconds on one
 clock per run (``time.monotonic()`` in the engine, simulated seconds in the simulator).
 
-Colocated runs have no transfer: the transfer stamps equal ``prefill_end`` and the
-decode stamps follow directly.
+Order of the stamps: arrival, prefill_queued, prefill_start, prefill_end; then the request
+is offered to a decode instance (decode_queued), whose pull runs transfer_start..transfer_end;
+decode_start is its first decode step. Decode queueing is the wait around the transfer
+(offered but not pulled, pulled but not yet stepped). Colocated runs have no transfer: all of
+decode_queued, transfer_start and transfer_end equal ``prefill_end``.
 """
 
 from __future__ import annotations
@@ -79,6 +82,7 @@ class Lifecycle:
             prefill_queueing=self.prefill_start - self.prefill_queued,
             prefill_execution=self.prefill_end - self.prefill_start,
             transfer=self.transfer_end - self.transfer_start,
-            decode_queueing=self.decode_start - self.decode_queued,
+            decode_queueing=(self.decode_start - self.decode_queued)
+            - (self.transfer_end - self.transfer_start),
             decode_execution=self.finish - self.decode_start,
         )

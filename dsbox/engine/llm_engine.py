@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import itertools
 import time
-from dataclasses import dataclass
 
 import torch
 
@@ -21,13 +20,16 @@ from dsbox.engine.lifecycle import Lifecycle
 from dsbox.engine.model_runner import ModelRunner
 from dsbox.engine.model_source import ModelSource, resolve_model
 from dsbox.engine.request_output import RequestOutput
+from dsbox.engine.request_tracker import RequestTracker
 from dsbox.engine.sampling_params import SamplingParams
 from dsbox.engine.scheduler import Scheduler, SchedulerConfig
 from dsbox.engine.sequence import FinishReason, Sequence
 from dsbox.engine.step_batch import build_step_batch
-from dsbox.engine.stop_checker import find_stop
-from dsbox.engine.tokenizer import IncrementalDetokenizer, Tokenizer, bundled_tokenizer, \
-    load_tokenizer
+from dsbox.engine.tokenizer import (
+    Tokenizer,
+    bundled_tokenizer,
+    load_tokenizer,
+)
 from dsbox.engine.weights import build_model
 
 TORCH_DTYPES = {"float32": torch.float32, "float16": torch.float16,
@@ -51,15 +53,6 @@ def resolve_dtype(name: str, device: torch.device) -> torch.dtype:
 
 def load_source_tokenizer(source: ModelSource) -> Tokenizer:
     return load_tokenizer(source.tokenizer_dir) if source.tokenizer_dir else bundled_tokenizer()
-
-
-@dataclass(slots=True)
-class _Request:
-    seq: Sequence
-    prompt: str | None
-    detok: IncrementalDetokenizer
-    text: str = ""
-    new_text: str = ""
 
 
 class LLMEngine:
@@ -92,30 +85,12 @@ class LLMEngine:
         self.scheduler = Scheduler(
             SchedulerConfig(config.max_num_batched_tokens, config.max_num_seqs),
             self.block_manager)
-        self._requests: dict[int, _Request] = {}
+        self.tracker = RequestTracker(self.tokenizer, spec, self.max_model_len)
         self._ids = itertools.count()
 
     # --- requests ------------------------------------------------------------------------
     def encode_prompt(self, prompt: str | list[int]) -> tuple[str | None, list[int]]:
-        """Validate a prompt and return (text or None, token ids). Raises ValueError."""
-        if isinstance(prompt, str):
-            if not prompt:
-                raise ValueError("prompt is empty")
-            ids = self.tokenizer.encode(prompt)
-            text = prompt
-        else:
-            ids = [int(t) for t in prompt]
-            text = None
-            if not ids:
-                raise ValueError("prompt has no tokens")
-            bad = [t for t in ids if not 0 <= t < self.spec.vocab_size]
-            if bad:
-                raise ValueError(f"token id(s) {bad[:5]} outside the vocabulary "
-                                 f"[0, {self.spec.vocab_size})")
-        if len(ids) >= self.max_model_len:
-            raise ValueError(f"prompt has {len(ids)} tokens; the model's limit is "
-                             f"{self.max_model_len} tokens including at least one generated")
-        return text, ids
+        return self.tracker.encode_prompt(prompt)
 
     def add_request(self, prompt: str | list[int], params: SamplingParams,
                     arrival: float | None = None) -> int:
@@ -129,22 +104,24 @@ class LLMEngine:
         seq = Sequence(rid, ids, params, Lifecycle(arrival if arrival is not None else now),
                        eos_token_id=self.tokenizer.eos_token_id)
         self.scheduler.add(seq, now)
-        self._requests[rid] = _Request(seq, text, IncrementalDetokenizer(self.tokenizer, ids))
+        self.tracker.add(seq, text)
         return rid
 
     def abort(self, request_id: int) -> RequestOutput | None:
-        req = self._requests.pop(request_id, None)
-        if req is None:
+        if request_id not in self.tracker:
             return None
         self.scheduler.abort(request_id, time.monotonic())
-        return self._output(req)
+        return self.tracker.output(request_id)
 
     def has_unfinished(self) -> bool:
-        return bool(self._requests)
+        return len(self.tracker) > 0
 
     @property
     def num_unfinished(self) -> int:
-        return len(self._requests)
+        return len(self.tracker)
+
+    def _finish(self, seq_id: int, reason: FinishReason) -> None:
+        self.scheduler.finish(seq_id, reason, time.monotonic())
 
     # --- one step ------------------------------------------------------------------------
     def step(self) -> list[RequestOutput]:
@@ -157,45 +134,7 @@ class LLMEngine:
         self.scheduler.on_step_done(out, tokens, now)
         outputs = []
         for sid in batch.seq_ids:
-            req = self._requests.get(sid)
-            if req is None:
-                continue
-            self._advance_text(req, now)
-            if req.seq.is_finished:
-                del self._requests[sid]
-            outputs.append(self._output(req))
+            out = self.tracker.advance(sid, now, self._finish)
+            if out is not None:
+                outputs.append(out)
         return outputs
-
-    def _advance_text(self, req: _Request, now: float) -> None:
-        seq = req.seq
-        new_ids = seq.output_token_ids[len(req.detok.ids) - seq.num_prompt_tokens:]
-        delta = req.detok.add(new_ids)
-        if seq.is_finished:
-            delta += req.detok.flush()
-        req.text += delta
-        req.new_text = delta
-        hit = find_stop(req.text, len(delta), seq.params.stop)
-        if hit is not None:
-            i, stop = hit
-            end = i + len(stop) if seq.params.include_stop_str_in_output else i
-            req.new_text = delta[: max(0, len(delta) - (len(req.text) - end))]
-            req.text = req.text[:end]
-            if not seq.is_finished:
-                self.scheduler.finish(seq.seq_id, FinishReason.STOP, now)
-            seq.finish_reason = FinishReason.STOP
-        elif not seq.is_finished and seq.num_tokens >= self.max_model_len:
-            self.scheduler.finish(seq.seq_id, FinishReason.LENGTH, now)
-
-    def _output(self, req: _Request) -> RequestOutput:
-        seq = req.seq
-        return RequestOutput(
-            request_id=seq.seq_id,
-            prompt=req.prompt,
-            prompt_token_ids=list(seq.prompt_token_ids),
-            token_ids=list(seq.output_token_ids),
-            text=req.text,
-            finished=seq.is_finished,
-            finish_reason=seq.finish_reason.value if seq.finish_reason else None,
-            lifecycle=seq.lifecycle,
-            new_text=req.new_text,
-        )

@@ -14,14 +14,24 @@ from dsbox.engine.step_batch import StepBatch
 
 
 class ModelRunner:
+    """Runs a model, or one pipeline stage of it (``layers``), over ``kv_pool``, which holds
+    exactly the KV of ``layers``."""
+
     def __init__(self, model: torch.nn.Module, kv_pool: torch.Tensor, block_size: int,
-                 backend: AttentionBackend, device: torch.device, seed: int = 0) -> None:
+                 backend: AttentionBackend, device: torch.device, seed: int = 0,
+                 layers: range | None = None) -> None:
         self.model = model
         self.kv_pool = kv_pool
         self.block_size = block_size
         self.backend = backend
         self.device = device
-        self.kv_caches = [(kv_pool[i, 0], kv_pool[i, 1]) for i in range(kv_pool.shape[0])]
+        num_layers = model.spec.num_layers
+        self.layers = layers if layers is not None else range(num_layers)
+        self.is_first = self.layers.start == 0
+        self.is_last = self.layers.stop == num_layers
+        self.kv_caches: list = [None] * num_layers
+        for j, layer in enumerate(self.layers):
+            self.kv_caches[layer] = (kv_pool[j, 0], kv_pool[j, 1])
         self.generator = torch.Generator(device=device).manual_seed(seed)
 
     def prepare(self, batch: StepBatch) -> tuple[torch.Tensor, torch.Tensor, AttentionMetadata,
@@ -58,11 +68,18 @@ class ModelRunner:
         return input_ids, pos, meta, last_rows
 
     @torch.inference_mode()
-    def execute(self, batch: StepBatch) -> list[int]:
-        """Run the step; one sampled token per sequence."""
+    def execute(self, batch: StepBatch, hidden_in: torch.Tensor | None = None
+                ) -> list[int] | torch.Tensor:
+        """Run the step (this runner's layers). The last stage returns one sampled token per
+        sequence; an earlier stage returns the hidden states for the next one, and a later
+        stage takes them as ``hidden_in``."""
         input_ids, positions, meta, last_rows = self.prepare(batch)
-        hidden = self.model(input_ids, positions, self.kv_caches, meta, self.backend)
-        logits = self.model.compute_logits(hidden[last_rows])
+        model = self.model
+        x = model.embed(input_ids, positions) if self.is_first else hidden_in
+        x = model.run_layers(x, self.layers, self.kv_caches, meta, self.backend)
+        if not self.is_last:
+            return x
+        logits = model.compute_logits(model.head(x[last_rows]))
         return sample(logits, batch.params, batch.output_index, self.generator)
 
     @torch.inference_mode()

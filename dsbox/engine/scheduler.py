@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import enum
 from collections import deque
+from collections.abc import Collection
 from dataclasses import dataclass
 
 from dsbox.engine.block_manager import BlockManager
@@ -107,11 +108,15 @@ class Scheduler:
         return bool(self.waiting or self.running)
 
     # --- one step ------------------------------------------------------------------------
-    def schedule(self, now: float) -> SchedulerOutput | None:
-        """The next step, or None when there is nothing to run."""
+    def schedule(self, now: float, busy: Collection[int] = (),
+                 max_decode_seqs: int | None = None) -> SchedulerOutput | None:
+        """The next step, or None when there is nothing to run. ``busy`` sequences are in a
+        step still in flight (pipeline parallelism keeps several micro-batches in flight):
+        they are neither scheduled nor preempted; ``max_decode_seqs`` caps a decode
+        micro-batch."""
         out = self._schedule_prefill(now)
         if out is None:
-            out = self._schedule_decode(now)
+            out = self._schedule_decode(now, busy, max_decode_seqs)
         return out
 
     def _prefill_slots(self) -> int:
@@ -143,11 +148,14 @@ class Scheduler:
             return None
         return SchedulerOutput(Phase.PREFILL, tuple(chosen))
 
-    def _schedule_decode(self, now: float) -> SchedulerOutput | None:
+    def _schedule_decode(self, now: float, busy: Collection[int] = (),
+                         limit: int | None = None) -> SchedulerOutput | None:
         bm = self.block_manager
         preempted: list[int] = []
         chosen: list[Sequence] = []
-        queue = list(self.running)
+        queue = [s for s in self.running if s.seq_id not in busy]
+        if limit is not None:
+            queue = queue[:limit]
         while queue:
             seq = queue.pop(0)
             while not bm.can_reserve(seq.seq_id, seq.num_tokens):
@@ -238,7 +246,8 @@ class PrefillScheduler(Scheduler):
     def _prefill_slots(self) -> int:
         return self.config.max_num_seqs
 
-    def schedule(self, now: float) -> SchedulerOutput | None:
+    def schedule(self, now: float, busy: Collection[int] = (),
+                 max_decode_seqs: int | None = None) -> SchedulerOutput | None:
         return self._schedule_prefill(now)
 
     def has_work(self) -> bool:

@@ -1,0 +1,107 @@
+"""Instance: in the controller, the handle of one TP x PP group of worker processes.
+
+It owns the instance's scheduler (colocated, prefill or decode), its workers' inboxes and
+processes, and the steps and pulls in flight. It never blocks: the controller's loop calls
+``submit_steps`` and feeds results back.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+from dataclasses import dataclass, field
+
+from dsbox.engine.block_manager import BlockManager
+from dsbox.engine.scheduler import (
+    DecodeScheduler,
+    PrefillScheduler,
+    Scheduler,
+    SchedulerConfig,
+    SchedulerOutput,
+)
+from dsbox.engine.step_batch import build_step_batch
+from dsbox.engine.worker import Pull, Step, WorkerSpec
+
+SCHEDULERS = {"colocated": Scheduler, "prefill": PrefillScheduler, "decode": DecodeScheduler}
+
+
+@dataclass(slots=True)
+class InstanceStatus:
+    """What the dashboard and /metrics show of one instance."""
+
+    instance_id: int
+    role: str
+    tp: int
+    pp: int
+    devices: tuple[str, ...]
+    healthy: bool
+    num_waiting: int
+    num_running: int
+    num_prefilled: int       # prefill: KV held, waiting to be pulled
+    num_pending_pull: int    # decode: offered, not pulled yet
+    kv_blocks_used: int
+    kv_blocks_total: int
+    error: str | None = None
+
+
+@dataclass(slots=True)
+class Instance:
+    instance_id: int
+    role: str
+    tp: int
+    pp: int
+    workers: list[WorkerSpec]
+    processes: list = field(default_factory=list)
+    inboxes: list = field(default_factory=list)
+    scheduler: Scheduler | None = None
+    healthy: bool = True
+    error: str | None = None
+    in_flight: dict[int, SchedulerOutput] = field(default_factory=dict)
+    _step_ids: itertools.count = field(default_factory=itertools.count)
+
+    def make_scheduler(self, num_blocks: int, block_size: int, config: SchedulerConfig) -> None:
+        self.scheduler = SCHEDULERS[self.role](config, BlockManager(num_blocks, block_size))
+
+    def send_all(self, cmd) -> None:
+        for q in self.inboxes:
+            q.put(cmd)
+
+    def busy_seq_ids(self) -> set[int]:
+        return {s.seq_id for out in self.in_flight.values() for s in out.seqs}
+
+    def submit_steps(self, now: float) -> int:
+        """Send steps while fewer than ``pp`` micro-batches are in flight; returns how many."""
+        sent = 0
+        sched = self.scheduler
+        while self.healthy and len(self.in_flight) < self.pp:
+            busy = self.busy_seq_ids()
+            cap = None
+            if self.pp > 1:
+                cap = max(1, math.ceil(sched.num_running / self.pp))
+            out = sched.schedule(now, busy, cap)
+            if out is None or not out.seqs:
+                break
+            step_id = next(self._step_ids)
+            self.in_flight[step_id] = out
+            self.send_all(Step(step_id, build_step_batch(out, sched.seqs)))
+            sent += 1
+        return sent
+
+    def pull(self, pull_id: int, src_instance: int, src_blocks: list[int],
+             dst_blocks: list[int]) -> None:
+        self.send_all(Pull(pull_id, src_instance, list(src_blocks), list(dst_blocks)))
+
+    def status(self) -> InstanceStatus:
+        s = self.scheduler
+        bm = s.block_manager if s is not None else None
+        return InstanceStatus(
+            instance_id=self.instance_id, role=self.role, tp=self.tp, pp=self.pp,
+            devices=tuple(w.device for w in self.workers), healthy=self.healthy,
+            num_waiting=s.num_waiting if s else 0,
+            num_running=s.num_running if s else 0,
+            num_prefilled=len(getattr(s, "prefilled", ())),
+            num_pending_pull=len(getattr(s, "pending", ())) + len(getattr(s, "pulling", ())),
+            kv_blocks_used=bm.num_used_blocks if bm else 0,
+            kv_blocks_total=bm.num_blocks if bm else 0,
+            error=self.error,
+        )
