@@ -19,6 +19,7 @@ class EngineConfig:
     seed: int = 0
     block_size: int = 16
     kv_cache_memory: int | None = None    # bytes for the KV pool (per device)
+    kv_cache_memory_decode: int | None = None  # decode instances' budget, if different
     kv_cache_fraction: float = 0.9        # else this share of free GPU memory after weights
     max_num_batched_tokens: int = 2048    # prefill token budget per step
     max_num_seqs: int = 256
@@ -33,8 +34,10 @@ class EngineConfig:
             raise ValueError(f"device must be auto, cpu or cuda[:N], got {self.device!r}")
         if self.block_size not in (8, 16, 32):
             raise ValueError(f"block_size must be 8, 16 or 32, got {self.block_size}")
-        if self.kv_cache_memory is not None and self.kv_cache_memory <= 0:
-            raise ValueError("kv_cache_memory must be a positive number of bytes")
+        for name in ("kv_cache_memory", "kv_cache_memory_decode"):
+            value = getattr(self, name)
+            if value is not None and value <= 0:
+                raise ValueError(f"{name} must be a positive number of bytes")
         if not 0 < self.kv_cache_fraction <= 1:
             raise ValueError("kv_cache_fraction must be in (0, 1]")
         if self.max_num_batched_tokens < 1 or self.max_num_seqs < 1:

@@ -19,6 +19,7 @@ import queue
 import socket
 import threading
 import time
+from collections import Counter
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, replace
 from multiprocessing.connection import wait as wait_sentinels
@@ -92,6 +93,7 @@ class Controller:
         self._closed = False
         self.loop_error: BaseException | None = None
         self.transfer_bytes = 0
+        self.abort_stages: Counter[str] = Counter()
         try:
             self._start(startup_timeout)
         except BaseException:
@@ -117,6 +119,8 @@ class Controller:
         for p in plans:
             for d in p.devices:
                 uses[d] = uses.get(d, 0) + 1
+        kv_memory = {"prefill": cfg.kv_cache_memory, "colocated": cfg.kv_cache_memory,
+                     "decode": cfg.kv_cache_memory_decode or cfg.kv_cache_memory}
         instances = []
         for iid, p in enumerate(plans):
             check_divisible(self.spec, p.tp, p.pp)
@@ -126,7 +130,7 @@ class Controller:
                 device=f"cuda:{d}" if cuda else "cpu", spec=self.spec,
                 weights_dir=None if cfg.dummy_weights else self.source.weights_dir,
                 dtype=self.dtype, seed=cfg.seed, block_size=cfg.block_size,
-                kv_cache_memory=cfg.kv_cache_memory, kv_cache_fraction=cfg.kv_cache_fraction,
+                kv_cache_memory=kv_memory[p.role], kv_cache_fraction=cfg.kv_cache_fraction,
                 attention_backend=cfg.attention_backend, master_port=port,
                 num_threads=threads, share_device=uses[d] if cuda else 1,
             ) for r, d in enumerate(p.devices)]
@@ -296,6 +300,8 @@ class Controller:
                 _, seq, text, cb = msg
                 self._add(seq, text, cb, now)
             elif msg[0] == "abort":
+                if msg[1] in self.tracker:
+                    self.abort_stages[self._stage_of(msg[1])] += 1
                 self._end(msg[1], FinishReason.ABORT, now)
 
     def _add(self, seq: Sequence, text: str | None, cb: OutputCallback, now: float) -> None:
@@ -393,6 +399,23 @@ class Controller:
                                                                             notify=False))
         if out is not None:
             self._notify(out)
+
+    def _stage_of(self, sid: int) -> str:
+        """Where a request is now: queued, prefill, prefilled (waiting to be pulled),
+        transfer, decode (or done)."""
+        seq = self.tracker.requests[sid].seq
+        homes = self._home.get(sid, [])
+        if seq.is_finished or not homes:
+            return "done"
+        if any(p.seq is seq for p in self._pulls.values()):
+            return "transfer"
+        busy = any(sid in h.busy_seq_ids() for h in homes)
+        status = seq.status.value
+        if status == "waiting":
+            return "prefill" if busy else "queued"
+        if status in ("prefilled", "pending_pull"):
+            return "prefilled"
+        return "decode"
 
     def _end(self, sid: int, reason: FinishReason, now: float, notify: bool = True) -> None:
         """End a request in every instance that holds it (frees its blocks everywhere)."""
