@@ -43,6 +43,7 @@ from dsbox.engine.worker import Stop, WorkerSpec, worker_main
 OutputCallback = Callable[[RequestOutput], None]
 STARTUP_TIMEOUT_S = 600.0
 HEALTH_CHECK_S = 0.05
+START_METHOD = "forkserver"
 
 
 def _free_port() -> int:
@@ -138,7 +139,12 @@ class Controller:
         return instances
 
     def _start(self, timeout: float) -> None:
-        ctx = tmp.get_context("spawn")
+        # forkserver: workers fork from one server that imported torch and the worker code
+        # once (fast start-up); like spawn, no CUDA state is ever inherited
+        ctx = tmp.get_context(START_METHOD)
+        if START_METHOD == "forkserver":
+            ctx.set_forkserver_preload(["dsbox.engine.worker", "dsbox.engine.model_runner",
+                                    "dsbox.engine.weights", "dsbox.engine.parallel"])
         self._results = ctx.Queue()
         prefill = [i for i in self.instances if i.role == "prefill"]
         decode = [i for i in self.instances if i.role == "decode"]

@@ -102,7 +102,9 @@ def _exit_with_parent(parent_pid: int) -> None:
     def watch() -> None:
         while True:
             time.sleep(0.5)
-            if os.getppid() != parent_pid:
+            try:
+                os.kill(parent_pid, 0)
+            except ProcessLookupError:
                 os._exit(1)
 
     threading.Thread(target=watch, name="parent-watch", daemon=True).start()

@@ -149,6 +149,8 @@ if __name__ == "__main__":
     if sys.argv[2] == "raise":
         raise RuntimeError("boom in the parent")
     llm.close()
+    alive = [p.pid for i in llm.controller.instances for p in i.processes if p.is_alive()]
+    print("ALIVE_AFTER_CLOSE", len(alive), flush=True)
 """
 
 
@@ -178,4 +180,5 @@ def test_no_child_left_behind(preln_ckpt, tmp_path, how):
         assert proc.returncode != 0 and "boom in the parent" in proc.stderr
     else:
         assert proc.returncode == 0, proc.stderr
+        assert "ALIVE_AFTER_CLOSE 0" in proc.stdout
     assert _wait(lambda: not any(_alive(p) for p in pids), 5), pids
