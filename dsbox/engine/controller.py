@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import logging
 import os
 import queue
 import socket
@@ -40,6 +41,7 @@ from dsbox.engine.scheduler import Phase, SchedulerConfig
 from dsbox.engine.sequence import FinishReason, Sequence
 from dsbox.engine.worker import Stop, WorkerSpec, worker_main
 
+logger = logging.getLogger(__name__)
 OutputCallback = Callable[[RequestOutput], None]
 STARTUP_TIMEOUT_S = 600.0
 HEALTH_CHECK_S = 0.05
@@ -109,10 +111,11 @@ class Controller:
         cuda = self.device.type == "cuda"
         if cuda:
             count = torch.cuda.device_count()
-            top = max(d for p in plans for d in p.devices)
-            if top >= count and not share:
-                raise ValueError(f"placement {self.placement} needs {top + 1} GPUs; "
-                                 f"this machine has {count}")
+            dtype_name = str(self.dtype).removeprefix("torch.")
+            self.placement.validate_for(
+                self.spec, torch.cuda.get_device_properties(0).total_memory,
+                num_devices=None if share else count, dtype=dtype_name,
+                min_kv_tokens=self.config.block_size, memory_utilization=0.95)
             plans = [replace(p, devices=tuple(d % count for d in p.devices)) for p in plans]
         total_workers = sum(p.tp * p.pp for p in plans)
         threads = max(1, (os.cpu_count() or 1) // total_workers)
@@ -225,8 +228,11 @@ class Controller:
         """Async iterator over a request's outputs; cancelling it aborts the request."""
         loop = asyncio.get_running_loop()
         outputs: asyncio.Queue[RequestOutput] = asyncio.Queue()
-        rid = self.submit(prompt, params,
-                          lambda out: loop.call_soon_threadsafe(outputs.put_nowait, out))
+        def push(out: RequestOutput) -> None:
+            if not loop.is_closed():
+                loop.call_soon_threadsafe(outputs.put_nowait, out)
+
+        rid = self.submit(prompt, params, push)
         finished = False
         try:
             while not finished:
@@ -446,7 +452,10 @@ class Controller:
         if out.finished:
             self._callbacks.pop(out.request_id, None)
         if cb is not None:
-            cb(out)
+            try:
+                cb(out)
+            except Exception as exc:  # a caller's callback must never stop the loop
+                logger.warning("output callback of request %d failed: %r", out.request_id, exc)
 
     # --- failures ------------------------------------------------------------------------
     def _check_health(self) -> None:

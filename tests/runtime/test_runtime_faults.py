@@ -182,3 +182,28 @@ def test_no_child_left_behind(preln_ckpt, tmp_path, how):
         assert proc.returncode == 0, proc.stderr
         assert "ALIVE_AFTER_CLOSE 0" in proc.stdout
     assert _wait(lambda: not any(_alive(p) for p in pids), 5), pids
+
+
+def test_stream_yields_tokens_and_cancel_aborts(preln_ckpt):
+    import asyncio
+
+    cfg = _config(preln_ckpt, kv_cache_memory=4 << 20)
+    with Controller(cfg, "colocated:tp=1") as ctl:
+
+        async def run():
+            seen = []
+            async for out in ctl.stream([2, 10, 20, 30], SamplingParams(
+                    max_tokens=6, temperature=0, ignore_eos=True)):
+                seen.append(len(out.token_ids))
+            agen = ctl.stream([2, 11, 12], SamplingParams(max_tokens=500, temperature=0,
+                                                          ignore_eos=True))
+            first = await agen.__anext__()
+            await agen.aclose()  # the caller goes away: the request is aborted
+            return seen, first
+
+        seen, first = asyncio.run(run())
+        assert seen == [1, 2, 3, 4, 5, 6]
+        assert len(first.token_ids) >= 1 and not first.finished
+        assert _wait(lambda: ctl.status()[0].kv_blocks_used == 0
+                     and ctl.status()[0].num_running == 0, 10)
+        assert ctl.abort_stages.total() == 1
