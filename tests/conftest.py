@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
+import dsbox.kernels  # noqa: F401  (without CUDA: Triton's interpreter on, before any import)
 from tests.checkpoints import write_tiny_checkpoint
 
 

@@ -9,7 +9,9 @@ One kernel per module:
   attention of one new token per sequence over the paged cache.
 
 This package imports neither triton nor the kernel modules, so ``import dsbox.kernels`` is
-cheap. The kernel modules themselves import triton only if it is installed: the torch
+cheap. On a machine without CUDA it turns Triton's interpreter on (``TRITON_INTERPRET=1``,
+unless already set) before any kernel module can import triton: there the kernels can only
+run interpreted. The kernel modules themselves import triton only if it is installed: the torch
 references (``*_ref``), which are the engine's CPU attention path, work without it.
 
 Paged KV cache layout (per layer): ``k_cache`` and ``v_cache`` of shape
@@ -17,14 +19,19 @@ Paged KV cache layout (per layer): ``k_cache`` and ``v_cache`` of shape
 pool, only the last dim must be contiguous. Block tables are int32
 ``[batch, max_blocks_per_seq]``; entries past a sequence's length are never read.
 
-On CPU tensors the Triton kernels run in Triton's interpreter (set ``TRITON_INTERPRET=1``
-before importing the kernel modules; if it was not set, the launchers switch to the
-interpreter for CPU tensors by themselves).
+On CPU tensors the Triton kernels run in Triton's interpreter; launching them on CPU
+tensors without it raises a clear error.
 """
 
 from __future__ import annotations
 
 import importlib.util
+import os
+
+import torch
+
+if not torch.cuda.is_available():
+    os.environ.setdefault("TRITON_INTERPRET", "1")
 
 __all__ = ["triton_available"]
 

@@ -33,31 +33,19 @@ def num_sms(device: torch.device) -> int:
     return 1
 
 
-_INTERPRETED: dict[Any, Any] = {}
-
-
 def launchable(kernel: Any, device: torch.device) -> Any:
-    """The kernel to launch on ``device``.
+    """The kernel to launch on ``device``: Triton kernels run on CPU tensors only in the
+    interpreter, which must have been on when triton was imported."""
+    if device.type != "cuda":
+        import triton.language as tl
 
-    Compiled Triton kernels cannot run on CPU tensors. When a module was imported without
-    ``TRITON_INTERPRET=1`` (so ``@triton.jit`` built a compiled kernel) and the tensors are on
-    the CPU, run the same Python function in Triton's interpreter instead.
-    """
-    if device.type == "cuda":
-        return kernel
-    from triton.runtime.interpreter import InterpretedFunction
-
-    if isinstance(kernel, InterpretedFunction):
-        return kernel
-    if kernel not in _INTERPRETED:
-        try:
-            _INTERPRETED[kernel] = InterpretedFunction(kernel.fn)
-        except Exception as exc:  # pragma: no cover - depends on triton internals
+        if not interpreting() or type(tl.zeros).__name__ != "InterpretedFunction":
             raise RuntimeError(
-                "Triton kernels on CPU tensors need the interpreter: set TRITON_INTERPRET=1 "
-                "before importing dsbox.kernels.* modules"
-            ) from exc
-    return _INTERPRETED[kernel]
+                "Triton kernels on CPU tensors need the interpreter, and triton was imported "
+                "without it (another package, e.g. transformers, may have imported it first): "
+                "set TRITON_INTERPRET=1 in the environment, or import dsbox.kernels before "
+                "anything that imports triton")
+    return kernel
 
 
 def check_cache(name: str, cache: torch.Tensor) -> None:
