@@ -174,8 +174,9 @@ def _serve(ws: WorkerSpec, inbox, results, export_queues, import_queues) -> None
         elif isinstance(cmd, Pull):
             nbytes = pull_blocks(pool, shard, cmd.dst_blocks, sources[cmd.src_instance],
                                  cmd.src_blocks)
-            if device.type == "cuda":
-                torch.cuda.synchronize(device)
+            if device.type == "cuda":  # the copy is done before prefill may free the blocks
+                for dev in {device} | {p.device for p, _ in sources[cmd.src_instance]}:
+                    torch.cuda.synchronize(dev)
             results.put(("pulled", ws.instance_id, ws.rank, cmd.pull_id, nbytes))
     _shutdown_distributed(ws)
 
