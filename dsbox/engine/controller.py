@@ -176,6 +176,9 @@ class Controller:
                                    "holds no block; raise kv_cache_memory")
             inst.make_scheduler(num_blocks, self.config.block_size, sched_cfg)
             inst.send_all(("alloc", num_blocks))
+            # a sequence never outgrows a pool, so a preempted one can always come back
+            self.max_model_len = min(self.max_model_len, num_blocks * self.config.block_size)
+        self.tracker.max_model_len = self.max_model_len
         self._collect("started", timeout)
         self._thread = threading.Thread(target=self._loop, name="dsbox-controller",
                                         daemon=True)

@@ -85,6 +85,8 @@ class LLMEngine:
         self.scheduler = Scheduler(
             SchedulerConfig(config.max_num_batched_tokens, config.max_num_seqs),
             self.block_manager)
+        # a sequence never outgrows the pool, so a preempted one can always come back
+        self.max_model_len = min(self.max_model_len, num_blocks * config.block_size)
         self.tracker = RequestTracker(self.tokenizer, spec, self.max_model_len)
         self._ids = itertools.count()
 
