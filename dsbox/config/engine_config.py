@@ -42,6 +42,10 @@ class EngineConfig:
             raise ValueError("kv_cache_fraction must be in (0, 1]")
         if self.max_num_batched_tokens < 1 or self.max_num_seqs < 1:
             raise ValueError("max_num_batched_tokens and max_num_seqs must be >= 1")
+        if self.placement is not None:
+            from dsbox.config.placement import Placement
+
+            Placement.parse(self.placement)  # ValueError with the reason when malformed
         if self.attention_backend not in (None, "torch", "triton"):
             raise ValueError(f"attention_backend must be torch or triton, "
                              f"got {self.attention_backend!r}")
