@@ -7,8 +7,6 @@ ids they get back index the pool tensors of the workers.
 
 from __future__ import annotations
 
-from collections import deque
-
 
 class BlockManager:
     """Allocate, grow and free the block tables of sequences."""
@@ -20,7 +18,7 @@ class BlockManager:
             raise ValueError(f"block_size must be >= 1, got {block_size}")
         self.num_blocks = num_blocks
         self.block_size = block_size
-        self._free: deque[int] = deque(range(num_blocks))
+        self._free: list[int] = list(range(num_blocks - 1, -1, -1))  # a stack: pop from the end
         self._tables: dict[int, list[int]] = {}
 
     # --- queries -------------------------------------------------------------------------
@@ -69,8 +67,10 @@ class BlockManager:
                 f"KV cache out of blocks: sequence {seq_id} needs {need}, "
                 f"{len(self._free)} free of {self.num_blocks}")
         table = self._tables.setdefault(seq_id, [])
-        for _ in range(need):
-            table.append(self._free.popleft())
+        if need:
+            taken = self._free[-need:]
+            del self._free[-need:]
+            table.extend(reversed(taken))
         return table
 
     def free(self, seq_id: int) -> int:

@@ -114,7 +114,7 @@ class Scheduler:
         step still in flight (pipeline parallelism keeps several micro-batches in flight):
         they are neither scheduled nor preempted; ``max_decode_seqs`` caps a decode
         micro-batch."""
-        out = self._schedule_prefill(now)
+        out = self.schedule_prefill(now)
         if out is None:
             out = self._schedule_decode(now, busy, max_decode_seqs)
         return out
@@ -122,7 +122,9 @@ class Scheduler:
     def _prefill_slots(self) -> int:
         return self.config.max_num_seqs - len(self.running)
 
-    def _schedule_prefill(self, now: float) -> SchedulerOutput | None:
+    def schedule_prefill(self, now: float) -> SchedulerOutput | None:
+        """A prefill step of waiting prompts (FCFS, token budget, free blocks), or None;
+        None changes nothing."""
         bm = self.block_manager
         budget = self.config.max_num_batched_tokens
         slots = self._prefill_slots()
@@ -248,7 +250,7 @@ class PrefillScheduler(Scheduler):
 
     def schedule(self, now: float, busy: Collection[int] = (),
                  max_decode_seqs: int | None = None) -> SchedulerOutput | None:
-        return self._schedule_prefill(now)
+        return self.schedule_prefill(now)
 
     def has_work(self) -> bool:
         return bool(self.waiting)

@@ -1,0 +1,213 @@
+"""``dsbox plan``: search the placement that maximises per-GPU goodput (DistServe Alg. 1/2).
+
+Example::
+
+    dsbox plan --model opt-66b --cluster 4x8 --profile a100-80g --workload sharegpt \\
+        --slo chatbot-66b --algorithm low
+
+prints the chosen disaggregated placement (placement text form), its per-GPU goodput, the
+best colocated placement and its goodput, their ratio and the search time; ``--json``
+prints one JSON object instead. The search settings (``SearchSettings``) and the engine
+limits (``EngineLimits``) become options from their dataclass fields (help: the field's
+trailing comment).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import inspect
+import io
+import json
+import sys
+import tokenize
+import typing
+from collections.abc import Callable
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+EXIT_USAGE = 2
+
+
+# --- options from dataclass fields ---------------------------------------------------------
+@functools.cache
+def _comments(cls: type) -> dict[str, str]:
+    """Trailing ``# comment`` of each field line of a dataclass's body."""
+    source = inspect.getsource(cls)
+    out: dict[str, str] = {}
+    current: tuple[str, int] | None = None
+    for tok in tokenize.generate_tokens(io.StringIO(source).readline):
+        if tok.type == tokenize.NAME and tok.start[1] == 4 and current is None:
+            current = (tok.string, tok.start[0])
+        elif tok.type == tokenize.COMMENT and current and tok.start[0] == current[1]:
+            out[current[0]] = tok.string.lstrip("#").strip()
+        if tok.type in (tokenize.NEWLINE, tokenize.NL):
+            current = None
+    return out
+
+
+def dataclass_parameters(cls: type, prefix: str, panel: str,
+                         exclude: tuple[str, ...] = ()) -> list[inspect.Parameter]:
+    """One keyword-only typer option per field of ``cls`` (parameter ``prefix + name``)."""
+    hints = typing.get_type_hints(cls)
+    params = []
+    for f in dataclasses.fields(cls):
+        if f.name in exclude or f.name.startswith("_"):
+            continue
+        default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
+        tp = hints[f.name]
+        args = typing.get_args(tp)
+        if type(None) in args:
+            (inner,) = [a for a in args if a is not type(None)]
+            tp = typing.Optional[inner]  # noqa: UP045 (typer wants typing.Optional)
+        flag = "--" + f.name.replace("_", "-")
+        decls = (f"{flag}/--no-{flag[2:]}",) if hints[f.name] is bool else (flag,)
+        option = typer.Option(*decls, help=_comments(cls).get(f.name, ""),
+                              rich_help_panel=panel, show_default=default is not None)
+        params.append(inspect.Parameter(prefix + f.name, inspect.Parameter.KEYWORD_ONLY,
+                                        default=default, annotation=Annotated[tp, option]))
+    return params
+
+
+def with_dataclass_options(*groups: tuple[type, str, str]) -> Callable[[Callable], Callable]:
+    """Add the fields of each ``(cls, prefix, panel)`` as options; the command receives
+    ``groups={prefix: {field: value}}``."""
+    extra = [p for cls, prefix, panel in groups for p in dataclass_parameters(cls, prefix, panel)]
+    prefixes = [prefix for _, prefix, _ in groups]
+
+    def wrap(func: Callable) -> Callable:
+        sig = inspect.signature(func, eval_str=True)
+        own = [p for p in sig.parameters.values() if p.name != "groups"]
+
+        @functools.wraps(func)
+        def wrapper(**kwargs):
+            grouped: dict[str, dict[str, Any]] = {p: {} for p in prefixes}
+            for name in list(kwargs):
+                for prefix in prefixes:
+                    if name.startswith(prefix):
+                        grouped[prefix][name[len(prefix):]] = kwargs.pop(name)
+                        break
+            return func(groups=grouped, **kwargs)
+
+        wrapper.__signature__ = sig.replace(parameters=own + extra)
+        wrapper.__annotations__ = {p.name: p.annotation for p in own + extra}
+        del wrapper.__wrapped__
+        return wrapper
+
+    return wrap
+
+
+# --- the command ---------------------------------------------------------------------------
+def _fail(message: str) -> typer.Exit:
+    Console(stderr=True, highlight=False).print(f"[bold red]error:[/] {message}",
+                                                soft_wrap=True)
+    return typer.Exit(EXIT_USAGE)
+
+
+def _groups():
+    from dsbox.placement.goodput import SearchSettings
+    from dsbox.placement.sim_setup import EngineLimits
+
+    return ((SearchSettings, "search_", "Search (SearchSettings)"),
+            (EngineLimits, "limits_", "Simulated engine (EngineLimits)"))
+
+
+def plan(
+    model: Annotated[str, typer.Option(help="model registry name, e.g. opt-66b")] = "opt-13b",
+    cluster: Annotated[str, typer.Option(help="NODESxGPUS, e.g. 1x8 or 4x8")] = "1x8",
+    profile: Annotated[str, typer.Option(
+        help="built-in profile name (a100-80g), profile file, or directory")] = "a100-80g",
+    workload: Annotated[str, typer.Option(
+        help="sharegpt | humaneval | longdoc | synthetic:PROMPT:OUTPUT")] = "sharegpt",
+    slo: Annotated[str, typer.Option(
+        help="preset (chatbot-13b, chatbot-66b, chatbot-175b, code-66b, "
+             "summarization-66b) or 'TTFT,TPOT' in seconds")] = "chatbot-13b",
+    attainment: Annotated[float, typer.Option(help="share of requests that must meet the "
+                                                   "SLO")] = 0.9,
+    algorithm: Annotated[str, typer.Option(
+        help="low: Alg. 2 (KV stays inside a node); high: Alg. 1 (fast network)")] = "low",
+    rate: Annotated[float | None, typer.Option(
+        help="Alg. 1 only: size the instance counts for this traffic (req/s)")] = None,
+    engine: Annotated[str | None, typer.Option(
+        help="which fit of the profile (default: the profile's own)")] = None,
+    colocated_engine: Annotated[str | None, typer.Option(
+        help="fit for the colocated baseline (default: --engine; 'vllm' compares with "
+             "vLLM as the paper does)")] = None,
+    nvlink_gbps: Annotated[float, typer.Option(
+        help="NVLink bandwidth per GPU per direction, GB/s")] = 300.0,
+    network_gbps: Annotated[float, typer.Option(
+        help="cross-node bandwidth per node, GB/s (25 Gbps = 3.125)")] = 3.125,
+    as_json: Annotated[bool, typer.Option("--json", help="print one JSON object")] = False,
+    *,
+    groups: dict,
+) -> None:
+    """Search the disaggregated placement of highest per-GPU goodput and compare it with
+    the best colocated one."""
+    from dsbox.config.slo import SLO
+    from dsbox.placement.cluster import ClusterSpec
+    from dsbox.placement.goodput import SearchSettings
+    from dsbox.placement.plan import ALGORITHMS, make_context, plan_search
+    from dsbox.placement.sim_setup import EngineLimits
+
+    if algorithm not in ALGORITHMS:
+        raise _fail(f"--algorithm must be one of {', '.join(ALGORITHMS)}")
+    try:
+        settings = SearchSettings(**groups["search_"])
+        limits = EngineLimits(**groups["limits_"])
+        cluster_spec = ClusterSpec.parse(cluster, profile=profile,
+                                         nvlink_bandwidth=nvlink_gbps * 1e9,
+                                         network_bandwidth=network_gbps * 1e9)
+        slo_spec = SLO.parse(slo, attainment=attainment)
+    except ValueError as exc:
+        raise _fail(str(exc)) from None
+    status = Console(stderr=True, highlight=False)
+    try:
+        with status.status(f"loading workload {workload} ...", spinner="dots") as spin:
+            ctx = make_context(model, cluster_spec, slo_spec, workload, profile=profile,
+                               settings=settings, limits=limits, engine=engine)
+            spin.update(f"searching placements for {ctx.spec.name} on "
+                        f"{cluster_spec.describe()} ...")
+            result = plan_search(ctx, algorithm, rate, colocated_engine)
+    except (ValueError, KeyError) as exc:
+        raise _fail(str(exc.args[0] if isinstance(exc, KeyError) else exc)) from None
+    except Exception as exc:  # a missing data package, for one
+        if type(exc).__name__ == "MissingDataPackageError":
+            raise _fail(str(exc)) from None
+        raise
+    if as_json:
+        sys.stdout.write(json.dumps(result.to_json()) + "\n")
+        return
+    _print(result)
+
+
+def _print(result) -> None:
+    out = Console(highlight=False)
+    d, c = result.disaggregated, result.colocated
+    out.print(f"[bold]{result.model}[/] on {result.cluster}, workload {result.workload}")
+    out.print(f"SLO {result.slo}")
+    label = {"low": "disaggregated (Alg. 2)", "high": "disaggregated (Alg. 1)"}[d.algorithm]
+    for name, p in ((label, d), ("colocated (vLLM++)", c)):
+        table = Table(show_header=False, box=None, padding=(0, 1), title_justify="left",
+                      title=f"[bold]{name}[/]: {p.goodput_per_gpu:.3f} req/s per GPU "
+                            f"({p.cluster_goodput:.2f} req/s on {p.placement.num_devices} GPUs)")
+        table.add_column(style="dim", no_wrap=True)
+        table.add_column(overflow="fold")
+        table.add_row("unit", f"{p.unit.format(with_devices=False)} "
+                              f"({p.unit_gpus} GPUs, {p.unit_goodput:.2f} req/s simulated)")
+        table.add_row("placement", p.placement.format())
+        out.print()
+        out.print(table)
+    out.print()
+    ratio = "n/a (colocated serves nothing)" if c.goodput_per_gpu <= 0 else f"{result.ratio:.2f}x"
+    out.print(f"per-GPU goodput, disaggregated / colocated: [bold]{ratio}[/]")
+    out.print(f"search: {result.search_seconds:.1f} s, {result.num_simulations} simulations "
+              f"of up to {result.num_requests} requests")
+    for note in d.notes + c.notes:
+        out.print(f"[yellow]note:[/] {note}")
+
+
+def register(app: typer.Typer) -> None:
+    app.command("plan")(with_dataclass_options(*_groups())(plan))

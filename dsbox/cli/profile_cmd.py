@@ -1,0 +1,115 @@
+"""``dsbox profile MODEL``: measure the engine's step times here and write a latency profile.
+
+Builds the in-process engine for MODEL (dummy weights of the real shapes; engine options
+from ``EngineConfig``), times prefill steps over batch x prompt length and decode steps
+over batch x context with a progress bar, fits DistServe's step-time model (least squares
+on relative error), reports how well the fit predicts held-out steps and the prefill token
+budget L_m, and writes ``profiles/<device>/<model>.json`` (or ``--output``), which
+``dsbox plan --profile profiles/<device>`` reads.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from dsbox.cli.options import engine_options
+
+EXIT_USAGE = 2
+
+
+def _fail(message: str) -> typer.Exit:
+    Console(stderr=True, highlight=False).print(f"[bold red]error:[/] {message}",
+                                                soft_wrap=True)
+    return typer.Exit(EXIT_USAGE)
+
+
+def profile(
+    model: Annotated[str, typer.Argument(help="registry name (see `dsbox models`)")],
+    output: Annotated[Path | None, typer.Option(
+        help="profile file to write (default: profiles/<device>/<model>.json)")] = None,
+    device_name: Annotated[str | None, typer.Option(
+        help="device kind in the profile (default: from the device's name)")] = None,
+    quick: Annotated[bool, typer.Option(
+        "--quick/--full", help="small grid (CPU, tests) or the full grid")] = False,
+    repeats: Annotated[int | None, typer.Option(
+        help="timed runs per shape (the fastest counts); default: the grid's")] = None,
+    threads: Annotated[int | None, typer.Option(
+        help="torch CPU threads while measuring (1 is steadiest on a busy machine)")] = None,
+    *,
+    engine_kwargs: dict,
+) -> None:
+    """Measure MODEL's prefill and decode step times and fit a latency profile."""
+    import dataclasses
+
+    from dsbox.engine.model_source import ModelNotFoundError
+    from dsbox.placement.profiler import ProfileGrid, profile_engine
+
+    grid = ProfileGrid.quick() if quick else ProfileGrid()
+    if repeats is not None:
+        try:
+            grid = dataclasses.replace(grid, repeats=repeats)
+        except ValueError as exc:
+            raise _fail(str(exc)) from None
+    console = Console(stderr=True, highlight=False)
+    try:
+        with console.status(f"building the engine for {model} ..."):
+            from dsbox.llm import LLM
+
+            llm = LLM(model=model, dummy_weights=True, **engine_kwargs)
+    except ModelNotFoundError as exc:
+        raise _fail(str(exc)) from None
+    except (ValueError, KeyError) as exc:
+        raise _fail(str(exc.args[0] if isinstance(exc, KeyError) else exc)) from None
+    engine = llm.engine
+    columns = (TextColumn("[bold]profiling[/] {task.description}"), BarColumn(),
+               MofNCompleteColumn(), TimeElapsedColumn())
+    with Progress(*columns, console=console, transient=False) as bar:
+        task = bar.add_task("", total=None)
+
+        def progress(done: int, total: int, label: str) -> None:
+            bar.update(task, completed=done, total=total, description=label)
+
+        try:
+            run = profile_engine(engine, grid, device=device_name, progress=progress,
+                                 threads=threads)
+        except ValueError as exc:
+            raise _fail(str(exc)) from None
+    prof = run.profile
+    path = output or Path("profiles") / prof.device / f"{prof.model}.json"
+    prof.save(path)
+    _report(run, path)
+
+
+def _report(run, path: Path) -> None:
+    out = Console(highlight=False)
+    prof = run.profile
+    fit = prof.fit(1)
+    out.print(f"[bold]{prof.model}[/] on {prof.device_name} ({prof.dtype}), TP 1: "
+              f"{len(prof.measurements)} shapes measured")
+    table = Table(title="step time (ms) = a + b*x + c*y", title_justify="left")
+    for col in ("step", "a", "b", "c", "x, y"):
+        table.add_column(col, justify="left" if col in ("step", "x, y") else "right")
+    rows = (("prefill", fit.prefill, "sum(l), sum(l^2)"),
+            (f"decode B < {fit.decode_threshold}", fit.decode_small, "sum(ctx), B"),
+            (f"decode B >= {fit.decode_threshold}", fit.decode_large, "sum(ctx), B"))
+    for name, (a, b, c), xy in rows:
+        table.add_row(name, f"{a:.4g}", f"{b:.4g}", f"{c:.4g}", xy)
+    out.print(table)
+    out.print(f"prefill token budget L_m: [bold]{prof.token_budget(1)}[/] tokens "
+              "(throughput stops growing past it)")
+    out.print(f"held-out median relative error: [bold]{run.held_out_error:.1%}[/] "
+              f"(prefill {run.prefill_error:.1%}, decode {run.decode_error:.1%}, "
+              f"{len(run.held_out)} shapes not used by the fit)")
+    out.print(f"wrote {path}")
+    out.print(f"use it: dsbox plan --model {prof.model} --profile {path.parent} ...")
+
+
+def register(app: typer.Typer) -> None:
+    app.command("profile")(
+        engine_options(exclude=("model", "dummy_weights", "placement"))(profile))

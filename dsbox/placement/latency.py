@@ -1,0 +1,56 @@
+"""Step times of one instance (TP x PP) from a profile's fit, in seconds.
+
+Prefill: the whole model takes ``a + b*sum(l) + c*sum(l^2)`` (ms); with PP each of the ``pp``
+stages takes an equal share, and a new batch can enter stage 0 as soon as it is free
+(pipelining, as DistServe's simulator models it; no extra PP cost).
+
+Decode with PP: the running sequences form ``g = min(pp, B)`` micro-batches in flight, so a
+sequence's token costs one round through the pipeline, ``a + (b*sum(ctx) + c*B) / g``: the
+fixed cost once per round and the per-token work spread over the micro-batches. The
+small/large coefficient set is chosen by the micro-batch size ``ceil(B / g)``. With
+``pp = 1`` this is the fit itself.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from dsbox.placement.profile import LatencyProfile, StepFit
+
+
+@dataclass(frozen=True, slots=True)
+class InstanceLatency:
+    """Step-time model of one instance; every time in seconds."""
+
+    tp: int
+    pp: int
+    fit: StepFit
+
+    def __post_init__(self) -> None:
+        if self.tp < 1 or self.pp < 1:
+            raise ValueError(f"tp and pp must be >= 1, got tp={self.tp} pp={self.pp}")
+
+    @classmethod
+    def from_profile(cls, profile: LatencyProfile, tp: int, pp: int,
+                     engine: str | None = None) -> InstanceLatency:
+        return cls(tp, pp, profile.fit(tp, engine))
+
+    def prefill_time(self, sum_len: int, sum_len_sq: int) -> float:
+        """Whole-model time of one prefill batch (all stages), seconds."""
+        a, b, c = self.fit.prefill
+        return (a + b * sum_len + c * sum_len_sq) * 1e-3
+
+    def prefill_stage_time(self, sum_len: int, sum_len_sq: int) -> float:
+        """Time one pipeline stage is busy with a prefill batch, seconds."""
+        return self.prefill_time(sum_len, sum_len_sq) / self.pp
+
+    def decode_time(self, batch_size: int, sum_context: int) -> float:
+        """Time between two tokens of the sequences of a decode batch, seconds."""
+        groups = min(self.pp, batch_size)
+        micro = -(-batch_size // groups)
+        fit = self.fit
+        a, b, c = fit.decode_small if micro < fit.decode_threshold else fit.decode_large
+        return (a + (b * sum_context + c * batch_size) / groups) * 1e-3
+
+    def prefill_time_of(self, lengths) -> float:
+        return self.prefill_time(sum(lengths), sum(x * x for x in lengths))

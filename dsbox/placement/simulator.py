@@ -1,0 +1,326 @@
+"""Discrete-event simulator of a placement, driving the engine's own scheduler classes.
+
+Each simulated instance owns a real ``Scheduler`` (colocated), ``PrefillScheduler`` or
+``DecodeScheduler`` with a real ``BlockManager``; the simulator calls ``schedule(now)``,
+takes the step time from the latency model instead of running a model, and calls
+``on_step_done`` at ``now + step_time``. So batching (FCFS to the prefill token budget),
+decode batch caps, KV capacity, preemption and the lifecycle stamps are the engine's.
+
+Flow of a request: arrival -> the least loaded prefill (or colocated) instance -> prefill
+step(s) -> first token. Disaggregated: the prefilled sequence is offered to the least
+loaded decode instance (``add_pending``); ``admit`` reserves its blocks when there is room
+(pull-based), the KV transfer takes ``prompt KV bytes / link bandwidth``, then
+``mark_pulled`` on the decode side and ``release`` on the prefill side. Decode steps follow
+until ``max_tokens``.
+
+Pipeline parallelism: a prefill batch occupies each of the ``pp`` stages for its share of
+the step time and the next batch enters stage 0 as soon as it is free; decode steps use the
+micro-batched round time of :class:`~dsbox.placement.latency.InstanceLatency`.
+
+With an SLO the simulator counts requests that meet / miss it as they happen and, with
+``stop_early``, stops as soon as the attainment verdict is certain.
+"""
+
+from __future__ import annotations
+
+import heapq
+
+from dsbox.config.slo import SLO
+from dsbox.engine.block_manager import BlockManager
+from dsbox.engine.lifecycle import Lifecycle
+from dsbox.engine.sampling_params import SamplingParams
+from dsbox.engine.scheduler import (
+    DecodeScheduler,
+    Phase,
+    PrefillScheduler,
+    Scheduler,
+    SchedulerConfig,
+    SchedulerOutput,
+)
+from dsbox.engine.sequence import Sequence, SequenceStatus
+from dsbox.placement.lazy_decode import LazyDecode
+from dsbox.placement.sim_types import SimInstance, SimResult, SimSetup, SimTrace, required_met
+
+_ARRIVAL, _STAGE_FREE, _STEP_DONE, _TRANSFER_DONE = range(4)
+_LAZY = None  # the ``output`` of a lazy decode step
+
+
+class _Instance:
+    """Runtime state of one simulated instance."""
+
+    __slots__ = ("index", "spec", "sched", "latency", "pp", "busy", "stage_free", "lazy",
+                 "role_index")
+
+    def __init__(self, index: int, role_index: int, spec: SimInstance, fast: bool) -> None:
+        self.index = index
+        self.role_index = role_index
+        self.spec = spec
+        cls = {"prefill": PrefillScheduler, "decode": DecodeScheduler,
+               "colocated": Scheduler}[spec.role]
+        config = SchedulerConfig(max_num_batched_tokens=spec.max_num_batched_tokens,
+                                 max_num_seqs=spec.max_num_seqs)
+        self.sched = cls(config, BlockManager(spec.num_blocks, spec.block_size))
+        self.latency = spec.latency
+        self.pp = spec.latency.pp
+        self.busy = False
+        self.stage_free = [0.0] * self.pp
+        self.lazy = LazyDecode(self.sched) if fast and spec.role != "prefill" else None
+
+
+class Simulator:
+    """One run of ``trace`` on ``setup``. Use :func:`simulate`."""
+
+    def __init__(self, setup: SimSetup, trace: SimTrace, slo: SLO | None = None,
+                 stop_early: bool = False, fast: bool = True) -> None:
+        if stop_early and slo is None:
+            raise ValueError("stop_early needs an SLO")
+        self.mode = setup.mode
+        if self.mode == "prefill-only":
+            longest = max(trace.prompt_lens, default=0) + 1
+        else:
+            longest = trace.max_total_tokens
+        if longest > setup.min_kv_capacity():
+            raise ValueError(f"a request of {longest} tokens does not fit the smallest KV "
+                             f"pool ({setup.min_kv_capacity()} tokens)")
+        self.setup = setup
+        self.trace = trace
+        self.slo = slo
+        self.stop_early = stop_early
+        counters = {"prefill": 0, "decode": 0, "colocated": 0}
+        self.instances: list[_Instance] = []
+        for i, spec in enumerate(setup.instances):
+            self.instances.append(_Instance(i, counters[spec.role], spec, fast))
+            counters[spec.role] += 1
+        self.entry = [x for x in self.instances if x.spec.role != "decode"]
+        self.decoders = [x for x in self.instances if x.spec.role == "decode"]
+        n = len(trace)
+        self.lifecycles: list[Lifecycle] = [Lifecycle(t) for t in trace.arrivals]
+        self.seqs: dict[int, Sequence] = {}
+        self.source: dict[int, _Instance] = {}  # seq id -> prefill instance holding its KV
+        self.heap: list = []
+        self.counter = 0
+        self.num_met = 0
+        self.num_violated = 0
+        self.flagged = bytearray(n)  # 1: already counted as violated
+        self.num_steps = 0
+        self.need_met = required_met(n, slo.attainment) if slo else 0
+        self.stopped = False
+
+    # --- event queue ---------------------------------------------------------------------
+    def _push(self, time: float, kind: int, a, b=None) -> None:
+        self.counter += 1
+        heapq.heappush(self.heap, (time, self.counter, kind, a, b))
+
+    def run(self) -> SimResult:
+        trace = self.trace
+        n = len(trace)
+        if n:
+            self._push(trace.arrivals[0], _ARRIVAL, 0)
+        now = 0.0
+        heap = self.heap
+        while heap and not self.stopped:
+            now, _, kind, a, b = heapq.heappop(heap)
+            if kind == _ARRIVAL:
+                if a + 1 < n:
+                    self._push(trace.arrivals[a + 1], _ARRIVAL, a + 1)
+                self._arrive(a, now)
+            elif kind == _STEP_DONE:
+                self._step_done(a, b, now)
+            elif kind == _STAGE_FREE:
+                a.busy = False
+                self._try_start(a, now)
+            else:
+                self._transfer_done(a, b, now)
+        for inst in self.instances:
+            if inst.lazy is not None:
+                inst.lazy.materialize()
+        return SimResult(self.lifecycles, self.slo, self.num_met, self.num_violated,
+                         self.stopped, now, self.num_steps)
+
+    # --- SLO bookkeeping -----------------------------------------------------------------
+    def _violate(self, seq_id: int) -> None:
+        if self.flagged[seq_id]:
+            return
+        self.flagged[seq_id] = 1
+        self.num_violated += 1
+        if self.stop_early and self.num_violated > len(self.trace) - self.need_met:
+            self.stopped = True
+
+    def _first_token(self, seq: Sequence) -> None:
+        if self.slo is not None and seq.lifecycle.ttft > self.slo.ttft:
+            self._violate(seq.seq_id)
+
+    def _finished(self, seq: Sequence) -> None:
+        """Judge a request at its end (phase-only runs judge their phase's metric only)."""
+        self.seqs.pop(seq.seq_id, None)
+        if self.slo is None or self.flagged[seq.seq_id]:
+            return
+        lc = seq.lifecycle
+        late = ((self.mode != "prefill-only" and lc.tpot > self.slo.tpot)
+                or (self.mode != "decode-only" and lc.ttft > self.slo.ttft))
+        if late:
+            self._violate(seq.seq_id)
+            return
+        self.num_met += 1
+        if self.stop_early and self.num_met >= self.need_met:
+            self.stopped = True
+
+    # --- events --------------------------------------------------------------------------
+    def _arrive(self, i: int, now: float) -> None:
+        trace = self.trace
+        params = SamplingParams(max_tokens=trace.output_lens[i], ignore_eos=True)
+        seq = Sequence(i, range(trace.prompt_lens[i]), params, self.lifecycles[i])
+        self.seqs[i] = seq
+        if self.mode == "decode-only":
+            self._prefilled_at_arrival(seq, now)
+            return
+        inst = min(self.entry, key=_load)
+        inst.sched.add(seq, now)
+        self._try_start(inst, now)
+
+    def _try_start(self, inst: _Instance, now: float) -> None:
+        if inst.busy:
+            return
+        lazy = inst.lazy
+        sched = inst.sched
+        if lazy is not None:
+            # Scheduler.schedule() is "prefill if any fits, else decode"; the prefill half
+            # reads only the waiting queue, the running count and the block manager, so
+            # it runs on lazy state. It returns None without side effects.
+            if sched.waiting:
+                out = sched.schedule_prefill(now)
+                if out is not None:
+                    self._start_prefill(inst, now, out)
+                    return
+            started = lazy.try_start(now)
+            if started is not None:
+                self._start_decode(inst, now, _LAZY, *started)
+                return
+            lazy.materialize()
+        out = sched.schedule(now)
+        while out is not None and not out.seqs:  # a step that only preempted
+            out = sched.schedule(now)
+        if out is None:
+            return
+        if out.phase is Phase.PREFILL:
+            self._start_prefill(inst, now, out)
+        else:
+            context = sum(s.context_len for s in out.seqs)
+            self._start_decode(inst, now, out, len(out.seqs), context)
+
+    def _start_prefill(self, inst: _Instance, now: float, out: SchedulerOutput) -> None:
+        lens = [s.num_new_tokens for s in out.seqs]
+        stage = inst.latency.prefill_stage_time(sum(lens), sum(x * x for x in lens))
+        free = inst.stage_free
+        t = now
+        for s in range(inst.pp):
+            t = max(t, free[s]) + stage
+            free[s] = t
+        inst.busy = True
+        self.num_steps += 1
+        if inst.pp > 1:
+            self._push(free[0], _STAGE_FREE, inst)
+        self._push(t, _STEP_DONE, inst, out)
+
+    def _start_decode(self, inst: _Instance, now: float, out, batch: int, context: int) -> None:
+        start = max(now, max(inst.stage_free)) if inst.pp > 1 else now
+        end = start + inst.latency.decode_time(batch, context)
+        inst.stage_free = [end] * inst.pp
+        inst.busy = True
+        self.num_steps += 1
+        self._push(end, _STEP_DONE, inst, out)
+
+    def _step_done(self, inst: _Instance, out: SchedulerOutput | None, now: float) -> None:
+        if out is _LAZY:
+            finished = inst.lazy.complete(now)
+        else:
+            finished = inst.sched.on_step_done(out, [0] * len(out.seqs), now)
+        if inst.pp == 1 or out is _LAZY or out.phase is Phase.DECODE:
+            inst.busy = False
+        if out is not _LAZY and out.phase is Phase.PREFILL:
+            self._after_prefill(inst, out, now)
+        elif out is not _LAZY and inst.lazy is not None:
+            inst.lazy.rebuild()
+        for seq in finished:
+            self._finished(seq)
+        if inst.spec.role == "decode":
+            self._admit(inst, now)
+        self._try_start(inst, now)
+
+    def _after_prefill(self, inst: _Instance, out: SchedulerOutput, now: float) -> None:
+        seqs = self.seqs
+        role = inst.spec.role
+        for s in out.seqs:
+            seq = seqs.get(s.seq_id)
+            if seq is None:
+                continue
+            if len(seq.lifecycle.token_times) == 1 and seq.num_computed_tokens == s.context_len:
+                self._first_token(seq)
+            if role == "prefill":
+                if seq.status is not SequenceStatus.PREFILLED:
+                    continue
+                if self.mode == "prefill-only":
+                    inst.sched.release(seq.seq_id)
+                    seq.lifecycle.finish = now
+                    self._finished(seq)
+                else:
+                    self._hand_off(inst, seq, now)
+            elif inst.lazy is not None and seq.status is SequenceStatus.RUNNING:
+                inst.lazy.join(seq)
+
+    def _prefilled_at_arrival(self, seq: Sequence, now: float) -> None:
+        """Decode-only runs: the request arrives with its prompt's KV and first token."""
+        lc = seq.lifecycle
+        lc.prefill_queued = lc.prefill_start = lc.prefill_end = now
+        seq.num_computed_tokens = seq.num_prompt_tokens
+        seq.append_token(0, now)
+        if seq.check_stop() is not None:
+            lc.finish = now
+            self._finished(seq)
+            return
+        decode = min(self.decoders, key=_load)
+        decode.sched.add_pending(seq, now)
+        self._admit(decode, now)
+        self._try_start(decode, now)
+
+    def _hand_off(self, prefill: _Instance, seq: Sequence, now: float) -> None:
+        decode = min(self.decoders, key=_load)
+        self.source[seq.seq_id] = prefill
+        decode.sched.add_pending(seq, now)
+        self._admit(decode, now)
+        self._try_start(decode, now)
+
+    def _admit(self, decode: _Instance, now: float) -> None:
+        admitted = decode.sched.admit(now)
+        if not admitted:
+            return
+        per_token = self.setup.kv_bytes_per_token
+        for seq in admitted:
+            prefill = self.source.get(seq.seq_id)
+            if prefill is None:  # decode-only: the KV is already there
+                self._push(now, _TRANSFER_DONE, seq, decode)
+                continue
+            bandwidth = self.setup.bandwidth[prefill.role_index][decode.role_index]
+            self._push(now + seq.num_prompt_tokens * per_token / bandwidth, _TRANSFER_DONE,
+                       seq, decode)
+
+    def _transfer_done(self, seq: Sequence, decode: _Instance, now: float) -> None:
+        decode.sched.mark_pulled(seq.seq_id, now)
+        if decode.lazy is not None and seq.status is SequenceStatus.RUNNING:
+            decode.lazy.join(seq)
+        prefill = self.source.pop(seq.seq_id, None)
+        if prefill is not None:
+            prefill.sched.release(seq.seq_id)
+            self._try_start(prefill, now)
+        self._try_start(decode, now)
+
+
+def _load(inst: _Instance) -> tuple[int, int]:
+    return len(inst.sched.seqs), inst.index
+
+
+def simulate(setup: SimSetup, trace: SimTrace, slo: SLO | None = None, *,
+             stop_early: bool = False, fast: bool = True) -> SimResult:
+    """Simulate ``trace`` on ``setup``; ``fast=False`` drives every decode step through the
+    scheduler (the reference the fast path is tested against)."""
+    return Simulator(setup, trace, slo, stop_early, fast).run()

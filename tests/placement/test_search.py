@@ -1,0 +1,119 @@
+"""Alg. 1, Alg. 2 and the colocated search: valid plans, node alignment, monotone goodput."""
+
+from __future__ import annotations
+
+import pytest
+
+from dsbox.config.placement import InstanceSpec, layer_nodes
+from dsbox.config.slo import SLO
+from dsbox.placement.alg_high import replicas
+from dsbox.placement.alg_low import enumerate_units
+from dsbox.placement.cluster import ClusterSpec
+from dsbox.placement.goodput import SearchSettings
+from dsbox.placement.layout import first_fit
+from dsbox.placement.plan import make_context, plan_search
+from dsbox.placement.workload import synthetic_lengths
+
+FAST = SearchSettings(num_requests=800, min_requests=100, window=30.0, tolerance=0.05)
+SHAREGPT_LIKE = synthetic_lengths(755, 200, n=3000, seed=0)
+
+
+def _ctx(model="opt-13b", cluster="1x8", slo="chatbot-13b", settings=FAST):
+    return make_context(model, cluster, slo, "sharegpt-like", lengths=SHAREGPT_LIKE,
+                        settings=settings)
+
+
+def _check_valid(plan, ctx):
+    """Memory, divisibility, devices within the cluster and used once."""
+    for placement in (plan.unit, plan.placement):
+        placement.validate_for(ctx.spec, ctx.device_memory, num_devices=ctx.cluster.num_gpus,
+                               min_kv_tokens=ctx.sample.max_total_tokens,
+                               memory_utilization=ctx.profile.memory_utilization)
+        for inst in placement.instances:
+            assert ctx.profile.kv_tokens(ctx.spec, inst.tp, inst.pp) >= \
+                ctx.sample.max_total_tokens
+
+
+def _check_aligned(placement, num_layers, gpus_per_node):
+    """Every prefill/decode pair that shares a node keeps each layer on one node."""
+    singles = placement.expanded()
+    prefills = [i for i in singles if i.role == "prefill"]
+    decodes = [i for i in singles if i.role == "decode"]
+    for p in prefills:
+        p_nodes = layer_nodes(p, 0, num_layers, gpus_per_node)
+        partners = [d for d in decodes
+                    if layer_nodes(d, 0, num_layers, gpus_per_node)[0] == p_nodes[0]]
+        assert partners, f"{p} has no decode instance on its nodes"
+        for d in partners:
+            assert layer_nodes(d, 0, num_layers, gpus_per_node) == p_nodes
+
+
+@pytest.mark.parametrize("model, cluster", [("opt-66b", "4x8"), ("opt-13b", "2x4"),
+                                            ("opt-66b", "2x8")])
+def test_alg2_units_never_split_a_stage_across_nodes(model, cluster):
+    ctx = _ctx(model, cluster)
+    units = enumerate_units(ctx)
+    assert units and any(u.pp_cross > 1 for u in units)
+    for unit in units:
+        for placement in (unit.unit_placement(ctx.cluster), unit.cluster_placement(ctx.cluster)):
+            _check_aligned(placement, ctx.spec.num_layers, ctx.cluster.gpus_per_node)
+            devices = [d for i in placement.instances for d in i.devices]
+            assert len(set(devices)) == len(devices) and max(devices) < ctx.cluster.num_gpus
+
+
+@pytest.mark.parametrize("algorithm", ["low", "high"])
+def test_plans_respect_memory_and_divisibility(algorithm):
+    ctx = _ctx("opt-66b", "2x8", "chatbot-66b")
+    result = plan_search(ctx, algorithm)
+    for plan in (result.disaggregated, result.colocated):
+        assert plan.goodput_per_gpu > 0
+        _check_valid(plan, ctx)
+    if algorithm == "low":
+        _check_aligned(result.disaggregated.placement, 64, 8)
+    assert result.disaggregated.placement.disaggregated
+    assert not result.colocated.placement.disaggregated
+
+
+def test_plan_report_for_13b_chatbot():
+    ctx = _ctx(cluster="1x4")
+    result = plan_search(ctx, "low")
+    data = result.to_json()
+    for key in ("placement", "goodput_per_gpu", "colocated_placement",
+                "colocated_goodput_per_gpu", "search_seconds"):
+        assert key in data
+    assert data["goodput_per_gpu"] > 0 and data["colocated_goodput_per_gpu"] > 0
+    assert data["ratio"] == pytest.approx(data["goodput_per_gpu"]
+                                          / data["colocated_goodput_per_gpu"])
+    assert result.num_simulations > 0 and data["search_seconds"] > 0
+    _check_valid(result.disaggregated, ctx)
+    _check_valid(result.colocated, ctx)
+
+
+@pytest.mark.parametrize("algorithm", ["low", "high"])
+def test_plan_goodput_does_not_fall_when_slo_loosens(algorithm):
+    tight = SLO.preset("chatbot-13b")
+    values = []
+    for factor in (1.0, 2.0):
+        result = plan_search(_ctx(cluster="1x4", slo=tight.scaled(factor)), algorithm)
+        values.append((result.disaggregated.goodput_per_gpu,
+                       result.colocated.goodput_per_gpu))
+    assert values[1][0] >= values[0][0] > 0
+    assert values[1][1] >= values[0][1] > 0
+
+
+def test_replicas_fill_or_meet_the_rate():
+    assert replicas(5.0, 2, 3.0, 1, 8, None) == (2, 4)
+    assert replicas(5.0, 2, 3.0, 1, 8, rate=20.0) == (4, 7)
+    with pytest.raises(ValueError):
+        replicas(5.0, 8, 3.0, 8, 8, None)
+
+
+def test_first_fit_keeps_instances_inside_nodes():
+    cluster = ClusterSpec(2, 4)
+    p = first_fit([InstanceSpec("prefill", 3), InstanceSpec("decode", 2),
+                   InstanceSpec("decode", 1)], cluster)
+    assert str(p) == "prefill:tp=3@0,1,2;decode:tp=2@4,5;decode:tp=1@3"
+    big = first_fit([InstanceSpec("colocated", 2, 3)], cluster)
+    assert big.instances[0].devices == (0, 1, 2, 3, 4, 5)
+    with pytest.raises(ValueError, match="does not fit"):
+        first_fit([InstanceSpec("colocated", 4, 2)] * 2, cluster)

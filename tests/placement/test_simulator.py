@@ -1,0 +1,158 @@
+"""The discrete-event simulator: queueing theory, stamps, KV limits, phase-only runs."""
+
+from __future__ import annotations
+
+import statistics
+
+import pytest
+
+from dsbox.config.slo import SLO
+from dsbox.engine.scheduler import DecodeScheduler, PrefillScheduler, Scheduler
+from dsbox.placement.latency import InstanceLatency
+from dsbox.placement.sim_types import SimInstance, SimSetup, SimTrace
+from dsbox.placement.simulator import Simulator, simulate
+from dsbox.placement.workload import sample_requests
+from tests.placement.factories import (
+    FIT,
+    KV_BYTES,
+    make_colocated,
+    make_instance,
+    make_setup,
+    make_trace,
+)
+
+PROMPT = 512
+
+
+def _mean_ttft_fixed_prompt(pp: int, load: float, n: int = 40000) -> tuple[float, float]:
+    """Simulated mean TTFT of a prefill-only instance at stage load ``load`` (one request
+    per batch), and the M/D/1 prediction D + R Dm^2 / (2 (1 - R Dm)), Dm = D / pp."""
+    lat = InstanceLatency(1, pp, FIT)
+    d = lat.prefill_time(PROMPT, PROMPT * PROMPT)
+    dm = d / pp
+    rate = load / dm
+    setup = SimSetup((SimInstance("prefill", lat, num_blocks=100, block_size=PROMPT,
+                                  max_num_batched_tokens=PROMPT),))
+    trace = sample_requests([(PROMPT, 1)], n, seed=0).at_rate(rate)
+    result = simulate(setup, trace)
+    mean = statistics.fmean(lc.ttft for lc in result.lifecycles)
+    return mean, d + rate * dm**2 / (2 * (1 - rate * dm))
+
+
+@pytest.mark.parametrize("load", [0.3, 0.6, 0.8])
+def test_md1_prefill_only(load):
+    simulated, theory = _mean_ttft_fixed_prompt(1, load)
+    assert simulated == pytest.approx(theory, rel=0.03)
+
+
+@pytest.mark.parametrize("load", [0.3, 0.6, 0.8])
+def test_md1_pipeline_parallel(load):
+    simulated, theory = _mean_ttft_fixed_prompt(2, load)
+    assert simulated == pytest.approx(theory, rel=0.05)
+
+
+def test_drives_the_engine_schedulers():
+    sim = Simulator(make_setup(), make_trace(5))
+    assert [type(i.sched) for i in sim.instances] == [PrefillScheduler, DecodeScheduler]
+    assert type(Simulator(make_colocated(), make_trace(5)).instances[0].sched) is Scheduler
+
+
+def test_disaggregated_stamps_are_consistent():
+    setup = make_setup(num_prefill=2, num_decode=2, bandwidth=50e9)
+    trace = make_trace(300, rate=8.0)
+    result = simulate(setup, trace)
+    assert len(result.lifecycles) == 300
+    for lc, prompt, out in zip(result.lifecycles, trace.prompt_lens, trace.output_lens,
+                               strict=True):
+        assert len(lc.token_times) == out
+        stamps = [lc.arrival, lc.prefill_queued, lc.prefill_start, lc.prefill_end]
+        assert stamps == sorted(stamps) and lc.prefill_queued == lc.arrival
+        assert lc.token_times[0] == lc.prefill_end  # the first token comes out of prefill
+        if out == 1:
+            assert lc.finish == lc.prefill_end and lc.transfer_start is None
+            continue
+        stamps = [lc.prefill_end, lc.decode_queued, lc.transfer_start, lc.transfer_end,
+                  lc.decode_start, *lc.token_times[1:]]
+        assert stamps == sorted(stamps)
+        assert lc.transfer_end - lc.transfer_start == pytest.approx(prompt * KV_BYTES / 50e9)
+        assert lc.finish == lc.token_times[-1]
+        assert lc.breakdown().total() == pytest.approx(lc.latency)
+
+
+def test_colocated_stamps_have_no_transfer():
+    result = simulate(make_colocated(), make_trace(100, rate=3.0))
+    for lc in result.lifecycles:
+        assert lc.transfer_start == lc.transfer_end == lc.prefill_end == lc.decode_queued
+        if len(lc.token_times) > 1:
+            assert lc.breakdown().transfer == 0
+
+
+def test_decode_memory_limits_pull_and_prefill_buffers():
+    # a decode pool for ~3 requests: requests wait (KV held by prefill) until pulled
+    setup = make_setup(decode={"num_blocks": 100})
+    trace = make_trace(60, rate=20.0, mean_prompt=300, mean_output=40)
+    result = simulate(setup, trace)
+    waits = [lc.transfer_start - lc.decode_queued for lc in result.lifecycles
+             if lc.transfer_start is not None]
+    assert max(waits) > 0.1
+    assert all(lc.finish is not None for lc in result.lifecycles)
+
+
+def test_colocated_preempts_when_blocks_run_out():
+    setup = make_colocated(num_blocks=120)
+    result = simulate(setup, make_trace(80, rate=20.0, mean_prompt=300, mean_output=80))
+    assert sum(lc.num_preemptions for lc in result.lifecycles) > 0
+    assert all(len(lc.token_times) == out for lc, out in
+               zip(result.lifecycles, make_trace(80, rate=20.0, mean_prompt=300,
+                                                 mean_output=80).output_lens, strict=True))
+
+
+def test_phase_only_runs():
+    trace = make_trace(200, rate=5.0)
+    slo = SLO(0.2, 0.03)
+    pre = simulate(make_setup(num_decode=0), trace, slo)
+    for lc in pre.lifecycles:
+        assert len(lc.token_times) == 1 and lc.finish == lc.prefill_end
+    assert pre.num_met == sum(lc.ttft <= 0.2 for lc in pre.lifecycles)
+    dec = simulate(make_setup(num_prefill=0), trace, slo)
+    for lc, out in zip(dec.lifecycles, trace.output_lens, strict=True):
+        assert lc.ttft == 0 and len(lc.token_times) == out
+    assert dec.num_met == sum(lc.tpot <= 0.03 for lc in dec.lifecycles)
+
+
+@pytest.mark.parametrize("rate", [2.0, 6.0, 12.0])
+def test_early_stop_gives_the_full_runs_verdict(rate):
+    setup, slo = make_setup(), SLO(0.3, 0.04)
+    trace = make_trace(300, rate=rate)
+    full = simulate(setup, trace, slo)
+    early = simulate(setup, trace, slo, stop_early=True)
+    assert early.passed == full.passed == (full.attainment() >= 0.9)
+    assert full.num_met + full.num_violated == 300 and not full.stopped_early
+    assert early.stopped_early
+
+
+def test_rejects_requests_larger_than_a_pool():
+    trace = SimTrace((0.0,), (1000,), (100,))
+    with pytest.raises(ValueError, match="does not fit"):
+        simulate(make_setup(decode={"num_blocks": 10}), trace)
+    with pytest.raises(ValueError, match="stop_early needs"):
+        simulate(make_setup(), trace, stop_early=True)
+
+
+def test_pipelined_prefill_overlaps_batches():
+    lat = InstanceLatency(1, 2, FIT)
+    setup = SimSetup((SimInstance("prefill", lat, 100, 512, 512),))
+    trace = SimTrace((0.0, 0.0), (512, 512), (1, 1))
+    a, b = simulate(setup, trace).lifecycles
+    d = lat.prefill_time(512, 512 * 512)
+    assert a.ttft == pytest.approx(d) and b.ttft == pytest.approx(1.5 * d)
+    assert a.prefill_start == 0.0 and b.prefill_start == pytest.approx(d / 2)
+
+
+def test_instance_validation():
+    with pytest.raises(ValueError):
+        make_instance("router")
+    with pytest.raises(ValueError, match="bandwidth"):
+        SimSetup((make_instance("prefill"), make_instance("decode")), KV_BYTES)
+    with pytest.raises(ValueError, match="mix"):
+        SimSetup((make_instance("prefill"), make_instance("colocated")))
