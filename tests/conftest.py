@@ -9,6 +9,12 @@ import dsbox.kernels  # noqa: F401  (without CUDA: Triton's interpreter on, befo
 from tests.checkpoints import write_tiny_checkpoint
 
 
+def pytest_configure(config):
+    # one intra-op thread: the tiny models gain nothing from more, and oversubscribed
+    # OpenMP threads make them many times slower when anything else runs on the box
+    torch.set_num_threads(1)
+
+
 def pytest_collection_modifyitems(config, items):
     if torch.cuda.is_available():
         return

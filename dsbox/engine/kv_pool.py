@@ -55,8 +55,10 @@ def num_blocks_for(budget: int, per_block: int) -> int:
 def allocate_pool(num_layers: int, num_blocks: int, block_size: int, num_heads: int,
                   head_dim: int, dtype: torch.dtype, device: torch.device,
                   shared: bool = False) -> torch.Tensor:
-    """Zeroed pool tensor; ``shared`` puts a CPU pool in shared memory for other processes."""
-    pool = torch.zeros(num_layers, 2, num_blocks, block_size, num_heads, head_dim,
+    """Pool tensor, uninitialised: a slot is always written before it is read (attention
+    never reads past a sequence's length). ``shared`` puts a CPU pool in shared memory for
+    other processes."""
+    pool = torch.empty(num_layers, 2, num_blocks, block_size, num_heads, head_dim,
                        dtype=dtype, device=device)
     if shared and device.type == "cpu":
         pool.share_memory_()

@@ -9,7 +9,7 @@ default model needs no files: random weights (seed 0) and the bundled tokenizer.
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from dsbox.config import ModelSpec, get_model_spec, load_registry
@@ -60,8 +60,14 @@ def _has_tokenizer(path: Path) -> bool:
     return (path / "tokenizer.json").is_file() or (path / "vocab.json").is_file()
 
 
-def _from_dir(path: Path, where: str, spec: ModelSpec | None = None) -> ModelSource:
-    spec = spec or ModelSpec.from_hf_dir(path)
+def _from_dir(path: Path, where: str, registry: ModelSpec | None = None) -> ModelSource:
+    """A checkpoint directory. Its ``config.json`` gives the shapes (it describes the weights
+    that are there); a registry entry found by name only lends its name, repo and
+    description."""
+    spec = ModelSpec.from_hf_dir(path)
+    if registry is not None:
+        spec = replace(spec, name=registry.name, hf_repo=registry.hf_repo,
+                       description=registry.description)
     return ModelSource(spec, path, path if _has_tokenizer(path) else None, where)
 
 

@@ -29,29 +29,33 @@ def checkpoint_files(path: Path) -> list[Path]:
     """The weight files of an HF checkpoint directory, in load order."""
     index = path / "model.safetensors.index.json"
     if index.is_file():
-        try:
-            weight_map = json.loads(index.read_text())["weight_map"]
-        except (json.JSONDecodeError, KeyError) as exc:
-            raise WeightsError(f"{index}: not a valid safetensors index ({exc})") from None
-        files = sorted({path / f for f in weight_map.values()})
-        missing = [f for f in files if not f.is_file()]
-        if missing:
-            raise WeightsError(f"{index}: shard file(s) missing: "
-                               + ", ".join(str(m) for m in missing))
-        return files
+        return _shards(index)
     single = path / "model.safetensors"
     if single.is_file():
         return [single]
     bin_index = path / "pytorch_model.bin.index.json"
     if bin_index.is_file():
-        weight_map = json.loads(bin_index.read_text())["weight_map"]
-        return sorted({path / f for f in weight_map.values()})
+        return _shards(bin_index)
     single_bin = path / "pytorch_model.bin"
     if single_bin.is_file():
         return [single_bin]
     raise WeightsError(
         f"{path}: no weights found (looked for model.safetensors.index.json, "
         "model.safetensors, pytorch_model.bin.index.json, pytorch_model.bin)")
+
+
+def _shards(index: Path) -> list[Path]:
+    """The shard files named by a ``*.index.json``; all of them must exist."""
+    try:
+        weight_map = json.loads(index.read_text())["weight_map"]
+        files = sorted({index.parent / f for f in weight_map.values()})
+    except (json.JSONDecodeError, KeyError, TypeError, AttributeError) as exc:
+        raise WeightsError(f"{index}: not a valid checkpoint index ({exc!r})") from None
+    missing = [f for f in files if not f.is_file()]
+    if missing:
+        raise WeightsError(f"{index}: shard file(s) missing: "
+                           + ", ".join(str(m) for m in missing))
+    return files
 
 
 def our_name(ckpt_name: str) -> str | None:

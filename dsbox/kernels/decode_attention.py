@@ -27,6 +27,7 @@ A sequence with seq_len 0 gets zeros.
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 
 from dsbox.kernels._common import (
     cdiv,
@@ -355,15 +356,32 @@ def decode_attention_ref(
 ) -> torch.Tensor:
     """Torch reference of :func:`decode_attention` (the engine's CPU path).
 
-    Gathers K/V of the whole batch at once, token by token up to the longest sequence (a
-    position past a sequence's length reads the sequence's first token instead, so padding
-    entries and stale slots are never touched), masks those positions, and does two batched
-    matmuls in fp32. ``workspace`` and ``num_splits`` are accepted and ignored.
+    One SDPA per sequence over exactly its own blocks, in fp32: no padding to the batch's
+    longest context is gathered or computed, and positions past a sequence's length (stale
+    slots of its last block, padding entries of the block table) are sliced off before any
+    arithmetic. A sequence of length 0 gives zeros. ``workspace`` and ``num_splits`` are
+    accepted and ignored.
     """
     _check(q, k_cache, v_cache, block_tables, seq_lens, out)
     batch = q.shape[0]
     if batch == 0:
         return out
+    block_size = k_cache.shape[1]
+    lens = seq_lens.tolist()
+    if cdiv(max(lens), block_size) > block_tables.shape[1]:
+        raise ValueError(f"seq_len {max(lens)} exceeds the block table's capacity")
+    table = block_tables.to(torch.int64)
+    for b, n in enumerate(lens):
+        if n <= 0:
+            out[b].zero_()
+            continue
+        blocks = table[b, :cdiv(n, block_size)]
+        k = k_cache.index_select(0, blocks).flatten(0, 1)[:n].float()  # [n, heads, dim]
+        v = v_cache.index_select(0, blocks).flatten(0, 1)[:n].float()
+        o = F.scaled_dot_product_attention(q[b, :, None, :].float(), k.transpose(0, 1),
+                                           v.transpose(0, 1), scale=scale)
+        out[b].copy_(o[:, 0])
+    return out
     block_size = k_cache.shape[1]
     lens = seq_lens.to(torch.int64)
     max_len = int(lens.max().item())
