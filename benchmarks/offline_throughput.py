@@ -69,6 +69,17 @@ def make_prompts(n: int, min_len: int, max_len: int, seed: int) -> list[list[int
     return prompts
 
 
+def sharegpt_prompts(n: int, max_len: int, seed: int) -> list[list[int]]:
+    """``n`` real ShareGPT prompts (DistServe's rule, dsbox.workloads) of at most ``max_len``
+    tokens, sampled with ``seed``, tokenized by the bundled tokenizer (BOS first)."""
+    from dsbox.workloads import load_workload
+
+    tok = bundled_tokenizer()
+    fitting = [r for r in load_workload("sharegpt", tok) if r.num_prompt_tokens <= max_len]
+    picked = random.Random(seed).sample(fitting, n)
+    return [tok.encode(r.prompt)[:max_len] for r in picked]
+
+
 def write_dummy_checkpoint(dest: Path, model_name: str, seed: int):
     """A randomly initialised transformers OPT of the registry model's shapes, saved with
     ``save_pretrained``; returns the in-memory transformers model too."""
@@ -129,6 +140,10 @@ def main(argv: list[str] | None = None) -> int:
                     help="torch CPU threads for both sides (default: torch's, one per core; "
                          "1 is steadiest on a busy machine)")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--workload", choices=("corpus", "sharegpt"), default="corpus",
+                    help="corpus: windows of stdlib docstrings with lengths uniform in "
+                    "[min-len, max-len]; sharegpt: real ShareGPT prompts of at most max-len "
+                    "tokens (their natural, long-tailed length mix)")
     ap.add_argument("--skip-hf", action="store_true", help="time dsbox only")
     ap.add_argument("--profile", action="store_true",
                     help="also print a cProfile of dsbox's timed run (top 25 by cumtime)")
@@ -137,13 +152,17 @@ def main(argv: list[str] | None = None) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
-    prompts = make_prompts(args.num_prompts, args.min_len, args.max_len, args.seed)
+    if args.workload == "sharegpt":
+        prompts = sharegpt_prompts(args.num_prompts, args.max_len, args.seed)
+    else:
+        prompts = make_prompts(args.num_prompts, args.min_len, args.max_len, args.seed)
     n_prompt = sum(len(p) for p in prompts)
     n_gen = len(prompts) * args.max_tokens
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads; model {args.model} "
           f"shapes, dummy weights, float32 on CPU")
-    print(f"{len(prompts)} prompts, {n_prompt} prompt tokens (lengths {args.min_len}.."
-          f"{args.max_len}), max_tokens {args.max_tokens}, EOS ignored, greedy")
+    lens = [len(p) for p in prompts]
+    print(f"{len(prompts)} {args.workload} prompts, {n_prompt} prompt tokens (lengths "
+          f"{min(lens)}..{max(lens)}), max_tokens {args.max_tokens}, EOS ignored, greedy")
 
     with tempfile.TemporaryDirectory(prefix="dsbox-bench-") as tmp:
         hf = write_dummy_checkpoint(Path(tmp), args.model, args.seed)

@@ -42,9 +42,9 @@ def parse_bytes(text: str) -> int:
 
 
 @functools.cache
-def field_comments() -> dict[str, str]:
-    """Trailing ``# comment`` of each field line in EngineConfig's class body."""
-    source = inspect.getsource(EngineConfig)
+def field_comments(cls: type = EngineConfig) -> dict[str, str]:
+    """Trailing ``# comment`` of each field line in a dataclass's class body."""
+    source = inspect.getsource(cls)
     comments: dict[str, str] = {}
     last_field: tuple[str, int] | None = None
     for tok in tokenize.generate_tokens(io.StringIO(source).readline):
@@ -57,8 +57,8 @@ def field_comments() -> dict[str, str]:
     return comments
 
 
-def field_help(field: dataclasses.Field) -> str:
-    return field.metadata.get("help") or field_comments().get(field.name, "")
+def field_help(field: dataclasses.Field, cls: type = EngineConfig) -> str:
+    return field.metadata.get("help") or field_comments(cls).get(field.name, "")
 
 
 def is_byte_field(name: str) -> bool:
@@ -70,7 +70,7 @@ def option_name(field_name: str) -> str:
 
 
 def _option_type(tp: Any) -> Any:
-    """The annotation typer sees: ``X | None`` -> ``Optional[X]``, byte fields -> str."""
+    """The annotation typer sees: ``X | None`` -> ``Optional[X]``."""
     args = typing.get_args(tp)
     if type(None) in args:
         (inner,) = [a for a in args if a is not type(None)]
@@ -78,12 +78,14 @@ def _option_type(tp: Any) -> Any:
     return tp
 
 
-def engine_parameters(exclude: tuple[str, ...] = ("model",)) -> list[inspect.Parameter]:
-    """One keyword-only ``inspect.Parameter`` per EngineConfig field, typer-annotated."""
-    hints = typing.get_type_hints(EngineConfig)
+def dataclass_parameters(cls: type, prefix: str = "", panel: str = PANEL,
+                         exclude: tuple[str, ...] = ()) -> list[inspect.Parameter]:
+    """One keyword-only typer-annotated parameter (named ``prefix + field``) per field of
+    the dataclass ``cls``; byte-sized fields take strings with units."""
+    hints = typing.get_type_hints(cls)
     params = []
-    for f in dataclasses.fields(EngineConfig):
-        if f.name in exclude:
+    for f in dataclasses.fields(cls):
+        if f.name in exclude or f.name.startswith("_"):
             continue
         default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
         tp = _option_type(hints[f.name])
@@ -96,11 +98,55 @@ def engine_parameters(exclude: tuple[str, ...] = ("model",)) -> list[inspect.Par
             decls = (option_name(f.name) + "/" + option_name(f.name).replace("--", "--no-", 1),)
         else:
             decls = (option_name(f.name),)
-        option = typer.Option(*decls, help=field_help(f), rich_help_panel=PANEL,
+        option = typer.Option(*decls, help=field_help(f, cls), rich_help_panel=panel,
                               show_default=default is not None, **extra)
-        params.append(inspect.Parameter(f.name, inspect.Parameter.KEYWORD_ONLY,
+        params.append(inspect.Parameter(prefix + f.name, inspect.Parameter.KEYWORD_ONLY,
                                         default=default, annotation=Annotated[tp, option]))
     return params
+
+
+def with_dataclass_options(*groups: tuple[type, str, str, tuple[str, ...]]
+                           ) -> Callable[[Callable], Callable]:
+    """Decorator: add the fields of each ``(cls, prefix, panel, exclude)`` group to a typer
+    command as options; the command receives ``groups={prefix: {field: value}}`` (byte
+    sizes parsed). The wrapped function must take a ``groups`` keyword parameter."""
+    members: dict[str, tuple[str, str]] = {}  # parameter name -> (prefix, field name)
+    extra: list[inspect.Parameter] = []
+    for cls, prefix, panel, exclude in groups:
+        for p in dataclass_parameters(cls, prefix, panel, exclude):
+            members[p.name] = (prefix, p.name[len(prefix):])
+            extra.append(p)
+
+    def wrap(func: Callable) -> Callable:
+        sig = inspect.signature(func, eval_str=True)
+        own = [p for p in sig.parameters.values() if p.name != "groups"]
+        clash = set(members) & {p.name for p in own}
+        if clash:
+            raise TypeError(f"{func.__name__}: parameters {sorted(clash)} clash with "
+                            "dataclass fields")
+
+        @functools.wraps(func)
+        def wrapper(**kwargs):
+            grouped: dict[str, dict[str, Any]] = {prefix: {} for _, prefix, _, _ in groups}
+            for name in [n for n in kwargs if n in members]:
+                prefix, field_name = members[name]
+                value = kwargs.pop(name)
+                if is_byte_field(field_name) and value is not None:
+                    value = parse_bytes(value)
+                grouped[prefix][field_name] = value
+            return func(groups=grouped, **kwargs)
+
+        wrapper.__signature__ = sig.replace(parameters=own + extra)
+        wrapper.__annotations__ = {p.name: p.annotation for p in own + extra}
+        del wrapper.__wrapped__  # typer must see the new signature, not func's
+        return wrapper
+
+    return wrap
+
+
+def engine_parameters(exclude: tuple[str, ...] = ("model",)) -> list[inspect.Parameter]:
+    """One keyword-only ``inspect.Parameter`` per EngineConfig field, typer-annotated."""
+    return dataclass_parameters(EngineConfig, "", PANEL, exclude)
 
 
 def engine_options(exclude: tuple[str, ...] = ("model",)) -> Callable[[Callable], Callable]:
@@ -109,28 +155,17 @@ def engine_options(exclude: tuple[str, ...] = ("model",)) -> Callable[[Callable]
 
     The wrapped function must take an ``engine_kwargs`` keyword parameter.
     """
-    extra = engine_parameters(exclude)
-    names = {p.name for p in extra}
 
     def wrap(func: Callable) -> Callable:
+        @functools.wraps(func)
+        def with_groups(groups, **kwargs):
+            return func(engine_kwargs=groups[""], **kwargs)
+
         sig = inspect.signature(func, eval_str=True)
         own = [p for p in sig.parameters.values() if p.name != "engine_kwargs"]
-        clash = names & {p.name for p in own}
-        if clash:
-            raise TypeError(f"{func.__name__}: parameters {sorted(clash)} clash with "
-                            "EngineConfig fields")
-
-        @functools.wraps(func)
-        def wrapper(**kwargs):
-            engine_kwargs = {n: kwargs.pop(n) for n in list(kwargs) if n in names}
-            for n in engine_kwargs:
-                if is_byte_field(n) and engine_kwargs[n] is not None:
-                    engine_kwargs[n] = parse_bytes(engine_kwargs[n])
-            return func(engine_kwargs=engine_kwargs, **kwargs)
-
-        wrapper.__signature__ = sig.replace(parameters=own + extra)
-        wrapper.__annotations__ = {p.name: p.annotation for p in own + extra}
-        del wrapper.__wrapped__  # typer must see the new signature, not func's
-        return wrapper
+        groups_param = inspect.Parameter("groups", inspect.Parameter.KEYWORD_ONLY)
+        with_groups.__signature__ = sig.replace(parameters=own + [groups_param])
+        del with_groups.__wrapped__
+        return with_dataclass_options((EngineConfig, "", PANEL, exclude))(with_groups)
 
     return wrap

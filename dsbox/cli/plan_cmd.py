@@ -14,90 +14,17 @@ trailing comment).
 
 from __future__ import annotations
 
-import dataclasses
-import functools
-import inspect
-import io
 import json
 import sys
-import tokenize
-import typing
-from collections.abc import Callable
-from typing import Annotated, Any
+from typing import Annotated
 
 import typer
 from rich.console import Console
 from rich.table import Table
 
+from dsbox.cli.options import with_dataclass_options
+
 EXIT_USAGE = 2
-
-
-# --- options from dataclass fields ---------------------------------------------------------
-@functools.cache
-def _comments(cls: type) -> dict[str, str]:
-    """Trailing ``# comment`` of each field line of a dataclass's body."""
-    source = inspect.getsource(cls)
-    out: dict[str, str] = {}
-    current: tuple[str, int] | None = None
-    for tok in tokenize.generate_tokens(io.StringIO(source).readline):
-        if tok.type == tokenize.NAME and tok.start[1] == 4 and current is None:
-            current = (tok.string, tok.start[0])
-        elif tok.type == tokenize.COMMENT and current and tok.start[0] == current[1]:
-            out[current[0]] = tok.string.lstrip("#").strip()
-        if tok.type in (tokenize.NEWLINE, tokenize.NL):
-            current = None
-    return out
-
-
-def dataclass_parameters(cls: type, prefix: str, panel: str,
-                         exclude: tuple[str, ...] = ()) -> list[inspect.Parameter]:
-    """One keyword-only typer option per field of ``cls`` (parameter ``prefix + name``)."""
-    hints = typing.get_type_hints(cls)
-    params = []
-    for f in dataclasses.fields(cls):
-        if f.name in exclude or f.name.startswith("_"):
-            continue
-        default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
-        tp = hints[f.name]
-        args = typing.get_args(tp)
-        if type(None) in args:
-            (inner,) = [a for a in args if a is not type(None)]
-            tp = typing.Optional[inner]  # noqa: UP045 (typer wants typing.Optional)
-        flag = "--" + f.name.replace("_", "-")
-        decls = (f"{flag}/--no-{flag[2:]}",) if hints[f.name] is bool else (flag,)
-        option = typer.Option(*decls, help=_comments(cls).get(f.name, ""),
-                              rich_help_panel=panel, show_default=default is not None)
-        params.append(inspect.Parameter(prefix + f.name, inspect.Parameter.KEYWORD_ONLY,
-                                        default=default, annotation=Annotated[tp, option]))
-    return params
-
-
-def with_dataclass_options(*groups: tuple[type, str, str]) -> Callable[[Callable], Callable]:
-    """Add the fields of each ``(cls, prefix, panel)`` as options; the command receives
-    ``groups={prefix: {field: value}}``."""
-    extra = [p for cls, prefix, panel in groups for p in dataclass_parameters(cls, prefix, panel)]
-    prefixes = [prefix for _, prefix, _ in groups]
-
-    def wrap(func: Callable) -> Callable:
-        sig = inspect.signature(func, eval_str=True)
-        own = [p for p in sig.parameters.values() if p.name != "groups"]
-
-        @functools.wraps(func)
-        def wrapper(**kwargs):
-            grouped: dict[str, dict[str, Any]] = {p: {} for p in prefixes}
-            for name in list(kwargs):
-                for prefix in prefixes:
-                    if name.startswith(prefix):
-                        grouped[prefix][name[len(prefix):]] = kwargs.pop(name)
-                        break
-            return func(groups=grouped, **kwargs)
-
-        wrapper.__signature__ = sig.replace(parameters=own + extra)
-        wrapper.__annotations__ = {p.name: p.annotation for p in own + extra}
-        del wrapper.__wrapped__
-        return wrapper
-
-    return wrap
 
 
 # --- the command ---------------------------------------------------------------------------
@@ -111,8 +38,8 @@ def _groups():
     from dsbox.placement.goodput import SearchSettings
     from dsbox.placement.sim_setup import EngineLimits
 
-    return ((SearchSettings, "search_", "Search (SearchSettings)"),
-            (EngineLimits, "limits_", "Simulated engine (EngineLimits)"))
+    return ((SearchSettings, "search_", "Search (SearchSettings)", ()),
+            (EngineLimits, "limits_", "Simulated engine (EngineLimits)", ()))
 
 
 def plan(

@@ -13,9 +13,17 @@ loaded decode instance (``add_pending``); ``admit`` reserves its blocks when the
 ``mark_pulled`` on the decode side and ``release`` on the prefill side. Decode steps follow
 until ``max_tokens``.
 
-Pipeline parallelism: a prefill batch occupies each of the ``pp`` stages for its share of
-the step time and the next batch enters stage 0 as soon as it is free; decode steps use the
-micro-batched round time of :class:`~dsbox.placement.latency.InstanceLatency`.
+Pipeline parallelism follows the runtime (``Instance.submit_steps``): an instance keeps up
+to ``pp`` steps (micro-batches) in flight, each the output of
+``schedule(now, busy, cap)`` with ``busy`` the sequences of the steps in flight and
+``cap = max(1, ceil(num_running / pp))`` (prefill first, then a decode micro-batch of at
+most ``cap`` sequences that are not busy). A step occupies each of the ``pp`` stages in turn
+for its share of the step time: ``prefill_time / pp`` for prefill, and for decode the
+whole-model decode time of the micro-batch (the fit at pp = 1, coefficient set by the
+micro-batch size) divided by ``pp``. It leaves stage 0 after one stage time and, if no stage
+holds it up, ends after ``pp``; the scheduler is asked for the next step as soon as stage 0
+is free and fewer than ``pp`` steps are in flight. With ``pp = 1`` this is one step at a
+time.
 
 With an SLO the simulator counts requests that meet / miss it as they happen and, with
 ``stop_early``, stops as soon as the attainment verdict is certain.
@@ -24,6 +32,7 @@ With an SLO the simulator counts requests that meet / miss it as they happen and
 from __future__ import annotations
 
 import heapq
+from dataclasses import replace
 
 from dsbox.config.slo import SLO
 from dsbox.engine.block_manager import BlockManager
@@ -38,18 +47,17 @@ from dsbox.engine.scheduler import (
     SchedulerOutput,
 )
 from dsbox.engine.sequence import Sequence, SequenceStatus
-from dsbox.placement.lazy_decode import LazyDecode
+from dsbox.placement.lazy_decode import IDLE, LazyDecode
 from dsbox.placement.sim_types import SimInstance, SimResult, SimSetup, SimTrace, required_met
 
 _ARRIVAL, _STAGE_FREE, _STEP_DONE, _TRANSFER_DONE = range(4)
-_LAZY = None  # the ``output`` of a lazy decode step
 
 
 class _Instance:
     """Runtime state of one simulated instance."""
 
-    __slots__ = ("index", "spec", "sched", "latency", "pp", "busy", "stage_free", "lazy",
-                 "role_index")
+    __slots__ = ("index", "spec", "sched", "latency", "decode_latency", "pp", "stage_busy",
+                 "num_in_flight", "busy_ids", "stage_free", "lazy", "role_index")
 
     def __init__(self, index: int, role_index: int, spec: SimInstance, fast: bool) -> None:
         self.index = index
@@ -61,10 +69,20 @@ class _Instance:
                                  max_num_seqs=spec.max_num_seqs)
         self.sched = cls(config, BlockManager(spec.num_blocks, spec.block_size))
         self.latency = spec.latency
+        # the whole-model time of one decode micro-batch; a stage takes 1/pp of it
+        self.decode_latency = replace(spec.latency, pp=1)
         self.pp = spec.latency.pp
-        self.busy = False
+        self.stage_busy = False        # stage 0 holds a step
+        self.num_in_flight = 0         # steps not done yet (at most pp)
+        self.busy_ids: set[int] = set()  # sequences of the steps in flight (pp > 1 only)
         self.stage_free = [0.0] * self.pp
         self.lazy = LazyDecode(self.sched) if fast and spec.role != "prefill" else None
+
+    def decode_cap(self) -> int | None:
+        """The runtime's cap on a decode micro-batch (None without PP)."""
+        if self.pp == 1:
+            return None
+        return max(1, -(-self.sched.num_running // self.pp))
 
 
 class Simulator:
@@ -127,7 +145,7 @@ class Simulator:
             elif kind == _STEP_DONE:
                 self._step_done(a, b, now)
             elif kind == _STAGE_FREE:
-                a.busy = False
+                a.stage_busy = False
                 self._try_start(a, now)
             else:
                 self._transfer_done(a, b, now)
@@ -179,7 +197,8 @@ class Simulator:
         self._try_start(inst, now)
 
     def _try_start(self, inst: _Instance, now: float) -> None:
-        if inst.busy:
+        """Start the next step if stage 0 is free and fewer than ``pp`` are in flight."""
+        if inst.stage_busy or inst.num_in_flight >= inst.pp:
             return
         lazy = inst.lazy
         sched = inst.sched
@@ -190,57 +209,67 @@ class Simulator:
             if sched.waiting:
                 out = sched.schedule_prefill(now)
                 if out is not None:
-                    self._start_prefill(inst, now, out)
+                    self._start(inst, now, out)
                     return
-            started = lazy.try_start(now)
-            if started is not None:
-                self._start_decode(inst, now, _LAZY, *started)
+            group = lazy.try_start(now, inst.busy_ids,
+                                   inst.decode_cap() if inst.pp > 1 else None)
+            if group is IDLE:
                 return
-            lazy.materialize()
-        out = sched.schedule(now)
-        while out is not None and not out.seqs:  # a step that only preempted
-            out = sched.schedule(now)
-        if out is None:
-            return
-        if out.phase is Phase.PREFILL:
-            self._start_prefill(inst, now, out)
-        else:
-            context = sum(s.context_len for s in out.seqs)
-            self._start_decode(inst, now, out, len(out.seqs), context)
+            if group is not None:
+                self._start(inst, now, group)
+                return
+            lazy.detach_idle()
+        while True:
+            out = sched.schedule(now, inst.busy_ids, inst.decode_cap())
+            if out is None:
+                return
+            if out.seqs:
+                break
+            # a step that only preempted: the runtime asks again (with a new cap)
+        self._start(inst, now, out)
 
-    def _start_prefill(self, inst: _Instance, now: float, out: SchedulerOutput) -> None:
-        lens = [s.num_new_tokens for s in out.seqs]
-        stage = inst.latency.prefill_stage_time(sum(lens), sum(x * x for x in lens))
+    def _start(self, inst: _Instance, now: float, out) -> None:
+        """Put ``out`` (a scheduler output or a lazy group) through the pipeline."""
+        pp = inst.pp
+        if out.__class__ is SchedulerOutput:
+            if out.phase is Phase.PREFILL:
+                lens = [s.num_new_tokens for s in out.seqs]
+                stage = inst.latency.prefill_stage_time(sum(lens), sum(x * x for x in lens))
+            else:
+                context = sum(s.context_len for s in out.seqs)
+                stage = inst.decode_latency.decode_time(len(out.seqs), context) / pp
+            if pp > 1:
+                inst.busy_ids.update([s.seq_id for s in out.seqs])
+        else:
+            stage = inst.decode_latency.decode_time(out.batch_size, out.sum_context) / pp
+            if pp > 1:
+                inst.busy_ids.update(out.ids)
         free = inst.stage_free
         t = now
-        for s in range(inst.pp):
+        for s in range(pp):
             t = max(t, free[s]) + stage
             free[s] = t
-        inst.busy = True
+        inst.stage_busy = True
+        inst.num_in_flight += 1
         self.num_steps += 1
-        if inst.pp > 1:
+        if pp > 1:
             self._push(free[0], _STAGE_FREE, inst)
         self._push(t, _STEP_DONE, inst, out)
 
-    def _start_decode(self, inst: _Instance, now: float, out, batch: int, context: int) -> None:
-        start = max(now, max(inst.stage_free)) if inst.pp > 1 else now
-        end = start + inst.latency.decode_time(batch, context)
-        inst.stage_free = [end] * inst.pp
-        inst.busy = True
-        self.num_steps += 1
-        self._push(end, _STEP_DONE, inst, out)
-
-    def _step_done(self, inst: _Instance, out: SchedulerOutput | None, now: float) -> None:
-        if out is _LAZY:
-            finished = inst.lazy.complete(now)
-        else:
+    def _step_done(self, inst: _Instance, out, now: float) -> None:
+        inst.num_in_flight -= 1
+        if inst.pp == 1:
+            inst.stage_busy = False
+        if out.__class__ is SchedulerOutput:
+            if inst.pp > 1:
+                inst.busy_ids.difference_update([s.seq_id for s in out.seqs])
             finished = inst.sched.on_step_done(out, [0] * len(out.seqs), now)
-        if inst.pp == 1 or out is _LAZY or out.phase is Phase.DECODE:
-            inst.busy = False
-        if out is not _LAZY and out.phase is Phase.PREFILL:
-            self._after_prefill(inst, out, now)
-        elif out is not _LAZY and inst.lazy is not None:
-            inst.lazy.rebuild()
+            if out.phase is Phase.PREFILL:
+                self._after_prefill(inst, out, now)
+        else:
+            if inst.pp > 1:
+                inst.busy_ids.difference_update(out.ids)
+            finished = inst.lazy.complete(out, now)
         for seq in finished:
             self._finished(seq)
         if inst.spec.role == "decode":
@@ -265,8 +294,6 @@ class Simulator:
                     self._finished(seq)
                 else:
                     self._hand_off(inst, seq, now)
-            elif inst.lazy is not None and seq.status is SequenceStatus.RUNNING:
-                inst.lazy.join(seq)
 
     def _prefilled_at_arrival(self, seq: Sequence, now: float) -> None:
         """Decode-only runs: the request arrives with its prompt's KV and first token."""
@@ -306,8 +333,6 @@ class Simulator:
 
     def _transfer_done(self, seq: Sequence, decode: _Instance, now: float) -> None:
         decode.sched.mark_pulled(seq.seq_id, now)
-        if decode.lazy is not None and seq.status is SequenceStatus.RUNNING:
-            decode.lazy.join(seq)
         prefill = self.source.pop(seq.seq_id, None)
         if prefill is not None:
             prefill.sched.release(seq.seq_id)

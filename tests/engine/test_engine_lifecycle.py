@@ -10,23 +10,12 @@ from __future__ import annotations
 import random
 
 import pytest
-import torch
 
 from dsbox import LLM, SamplingParams
 from dsbox.engine.lifecycle import Lifecycle
 
 PER_BLOCK = 2 * 3 * 16 * 64 * 4  # bytes of one 16-token block of the tiny pre-LN model, fp32
 STOPS = ["e", "th", "ing", "\n", " a"]
-
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny models gain nothing from intra-op threads, and on a busy 2-core box OpenMP
-    barriers make every small op wait for a descheduled thread (10-50x slower)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 @pytest.fixture(scope="module")

@@ -15,16 +15,6 @@ from tests.checkpoints import load_hf
 PROMPTS = ["Hello there, how are you", "The quick brown fox", "def main():", "1, 2, 3,"]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny models gain nothing from intra-op threads, and on a busy 2-core box OpenMP
-    barriers make every small op wait for a descheduled thread (10-50x slower)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 @pytest.fixture(scope="module")
 def llm(preln_ckpt):
     return LLM(model=str(preln_ckpt), dtype="float32", device="cpu", kv_cache_memory=4 << 20)

@@ -32,16 +32,6 @@ TOKENIZER_FILES = ("vocab.json", "merges.txt", "special_tokens_map.json",
                    "tokenizer_config.json")
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny models gain nothing from intra-op threads, and on a busy 2-core box OpenMP
-    barriers make every small op wait for a descheduled thread (10-50x slower)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def prefill_logits(llm: LLM, prompts: list[list[int]]) -> list[torch.Tensor]:
     """All-position logits of each prompt, from one prefill step through the paged cache."""
     engine = llm.engine

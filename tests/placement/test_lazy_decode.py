@@ -1,5 +1,6 @@
 """The simulator's lazy decode path gives exactly the stamps of driving the scheduler for
-every step (``fast=False``), over colocated, disaggregated, PP, preemption and caps."""
+every step (``fast=False``), over colocated, disaggregated, PP (several decode micro-batches
+in flight), preemption and caps."""
 
 from __future__ import annotations
 
@@ -20,6 +21,10 @@ CASES = {
     "colocated-preempts": lambda: make_colocated(num_blocks=110),
     "colocated-pp2-cap": lambda: make_colocated(pp=2, max_num_seqs=7, budget=600),
     "decode-only": lambda: make_setup(num_prefill=0, decode={"num_blocks": 300}),
+    "decode-pp3-preempts": lambda: make_setup(decode={"pp": 3, "num_blocks": 200,
+                                                      "block_size": 8}),
+    "colocated-pp3-preempts": lambda: make_colocated(pp=3, num_blocks=110),
+    "decode-only-pp4": lambda: make_setup(num_prefill=0, decode={"pp": 4, "num_blocks": 300}),
 }
 
 
@@ -43,7 +48,8 @@ def test_fast_path_matches_scheduler_path(case, seed):
         assert sum(lc.num_preemptions for lc in exact.lifecycles) > 0
 
 
-@pytest.mark.parametrize("case", ["disaggregated", "colocated-preempts"])
+@pytest.mark.parametrize("case", ["disaggregated", "colocated-preempts",
+                                  "decode-pp3-preempts"])
 def test_fast_path_matches_with_early_stop(case):
     setup = CASES[case]()
     trace = make_trace(200, rate=12.0, mean_prompt=300, mean_output=70)
@@ -57,7 +63,7 @@ def test_fast_path_matches_with_early_stop(case):
 
 @settings(max_examples=25, deadline=None)
 @given(colocated=st.booleans(), blocks=st.integers(110, 600),
-       block_size=st.sampled_from([4, 8, 16]), seqs=st.integers(2, 40), pp=st.integers(1, 3),
+       block_size=st.sampled_from([4, 8, 16]), seqs=st.integers(2, 40), pp=st.integers(1, 4),
        rate=st.floats(2.0, 40.0), seed=st.integers(0, 5))
 def test_fast_path_matches_on_random_setups(colocated, blocks, block_size, seqs, pp, rate,
                                              seed):
