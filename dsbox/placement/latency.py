@@ -4,11 +4,13 @@ Prefill: the whole model takes ``a + b*sum(l) + c*sum(l^2)`` (ms); with PP each 
 stages takes an equal share, and a new batch can enter stage 0 as soon as it is free
 (pipelining, as DistServe's simulator models it; no extra PP cost).
 
-Decode with PP: the running sequences form ``g = min(pp, B)`` micro-batches in flight, so a
-sequence's token costs one round through the pipeline, ``a + (b*sum(ctx) + c*B) / g``: the
-fixed cost once per round and the per-token work spread over the micro-batches. The
-small/large coefficient set is chosen by the micro-batch size ``ceil(B / g)``. With
-``pp = 1`` this is the fit itself.
+Decode with PP: the simulator runs decode like the runtime does (up to ``pp`` micro-batches
+in flight, each of at most ``ceil(B / pp)`` sequences, each spending ``1/pp`` of its
+whole-model decode time in every stage). ``decode_time`` is the steady-state value of that
+rule, used by the capacity estimates: with ``g = min(pp, B)`` micro-batches a sequence's
+token costs one round through the pipeline, ``a + (b*sum(ctx) + c*B) / g``; the small/large
+coefficient set is chosen by the micro-batch size ``ceil(B / g)``. With ``pp = 1`` this is
+the fit itself.
 """
 
 from __future__ import annotations
