@@ -8,7 +8,6 @@ processes, and the steps and pulls in flight. It never blocks: the controller's 
 from __future__ import annotations
 
 import itertools
-import math
 from dataclasses import dataclass, field
 
 from dsbox.engine.block_manager import BlockManager
@@ -18,6 +17,7 @@ from dsbox.engine.scheduler import (
     Scheduler,
     SchedulerConfig,
     SchedulerOutput,
+    decode_micro_batch_cap,
 )
 from dsbox.engine.step_batch import build_step_batch
 from dsbox.engine.worker import Pull, Step, WorkerSpec
@@ -74,11 +74,8 @@ class Instance:
         sent = 0
         sched = self.scheduler
         while self.healthy and len(self.in_flight) < self.pp:
-            busy = self.busy_seq_ids()
-            cap = None
-            if self.pp > 1:
-                cap = max(1, math.ceil(sched.num_running / self.pp))
-            out = sched.schedule(now, busy, cap)
+            cap = decode_micro_batch_cap(sched.num_running, self.pp)
+            out = sched.schedule(now, self.busy_seq_ids(), cap)
             if out is None or not out.seqs:
                 break
             step_id = next(self._step_ids)

@@ -40,6 +40,13 @@ class SchedulerConfig:
             raise ValueError("max_num_seqs must be >= 1")
 
 
+def decode_micro_batch_cap(num_running: int, pp: int) -> int | None:
+    """With ``pp`` pipeline stages an instance keeps up to ``pp`` steps in flight and splits
+    its running sequences into ``pp`` decode micro-batches: the cap on one (None without PP).
+    The runtime and the simulator both follow this rule."""
+    return None if pp == 1 else max(1, -(-num_running // pp))
+
+
 class Phase(enum.Enum):
     PREFILL = "prefill"
     DECODE = "decode"

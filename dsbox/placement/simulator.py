@@ -45,6 +45,7 @@ from dsbox.engine.scheduler import (
     Scheduler,
     SchedulerConfig,
     SchedulerOutput,
+    decode_micro_batch_cap,
 )
 from dsbox.engine.sequence import Sequence, SequenceStatus
 from dsbox.placement.lazy_decode import IDLE, LazyDecode
@@ -80,9 +81,7 @@ class _Instance:
 
     def decode_cap(self) -> int | None:
         """The runtime's cap on a decode micro-batch (None without PP)."""
-        if self.pp == 1:
-            return None
-        return max(1, -(-self.sched.num_running // self.pp))
+        return decode_micro_batch_cap(self.sched.num_running, self.pp)
 
 
 class Simulator:
