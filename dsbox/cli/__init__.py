@@ -21,13 +21,7 @@ def make_app() -> typer.Typer:
         pretty_exceptions_show_locals=False,
     )
     for name in COMMANDS:
-        try:
-            module = importlib.import_module(f"dsbox.cli.{name}_cmd")
-        except ModuleNotFoundError as exc:
-            if exc.name != f"dsbox.cli.{name}_cmd":
-                raise
-            continue  # command not built yet
-        module.register(app)
+        importlib.import_module(f"dsbox.cli.{name}_cmd").register(app)
     return app
 
 

@@ -71,8 +71,10 @@ def plan(
     *,
     groups: dict,
 ) -> None:
-    """Search the disaggregated placement of highest per-GPU goodput and compare it with
-    the best colocated one."""
+    """Search the disaggregated placement of highest per-GPU goodput; compare with colocated.
+
+    Prints the chosen placement, its per-GPU goodput, the best colocated placement and its
+    goodput, their ratio and the search time (``--json``: one JSON object)."""
     from dsbox.config.slo import SLO
     from dsbox.placement.cluster import ClusterSpec
     from dsbox.placement.goodput import SearchSettings
