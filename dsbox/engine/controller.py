@@ -6,8 +6,9 @@ blocks (pull-based: prefill memory is the queue buffer under bursts). Tokens str
 through a callback per request (``stream`` wraps it as an async iterator). One loop thread
 drives everything, so scheduler state needs no locks; callers talk to it via a queue.
 
-Workers are spawned processes (one per device); a dead or failing worker marks its instance
-unhealthy and ends that instance's requests with an error, and the others carry on.
+Workers are processes (one per device), forked from a forkserver that imported torch once;
+a dead or failing worker marks its instance unhealthy and ends that instance's requests with
+an error, and the others carry on.
 """
 
 from __future__ import annotations
@@ -45,7 +46,6 @@ logger = logging.getLogger(__name__)
 OutputCallback = Callable[[RequestOutput], None]
 STARTUP_TIMEOUT_S = 600.0
 HEALTH_CHECK_S = 0.05
-START_METHOD = "forkserver"
 
 
 def _free_port() -> int:
@@ -144,9 +144,8 @@ class Controller:
     def _start(self, timeout: float) -> None:
         # forkserver: workers fork from one server that imported torch and the worker code
         # once (fast start-up); like spawn, no CUDA state is ever inherited
-        ctx = tmp.get_context(START_METHOD)
-        if START_METHOD == "forkserver":
-            ctx.set_forkserver_preload(["dsbox.engine.worker", "dsbox.engine.model_runner",
+        ctx = tmp.get_context("forkserver")
+        ctx.set_forkserver_preload(["dsbox.engine.worker", "dsbox.engine.model_runner",
                                     "dsbox.engine.weights", "dsbox.engine.parallel"])
         self._results = ctx.Queue()
         prefill = [i for i in self.instances if i.role == "prefill"]
