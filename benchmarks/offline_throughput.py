@@ -2,12 +2,13 @@
 
 Both run the same opt-125m-shaped model with the same random weights (a dummy checkpoint
 written once by transformers to a temporary directory and loaded by both), on the same
-prompts (token ids: windows of varied lengths of real text, tokenized by the bundled GPT-2
-BPE tokenizer), the same ``max_tokens`` and greedy decoding with EOS ignored, so both make
-exactly ``num_prompts * max_tokens`` tokens. transformers gets the prompts left-padded in
-``--hf-batches`` batches. Each side is warmed up, then both are timed ``--repeats`` times,
-alternating, and the best run of each counts (the dev box is shared: the best run is the one
-least disturbed).
+prompts (token ids, by the bundled GPT-2 BPE tokenizer: by default real ShareGPT prompts of
+at most 512 tokens; ``--workload corpus`` takes windows of stdlib docstrings with lengths
+uniform in [min-len, max-len]), the same ``max_tokens`` and greedy decoding with EOS
+ignored, so both make exactly ``num_prompts * max_tokens`` tokens. transformers gets the
+prompts left-padded in ``--hf-batches`` batches. Each side is warmed up, then both are
+timed ``--repeats`` times, alternating, and the best run of each counts (the dev box is
+shared: the best run is the one least disturbed).
 
     .venv/bin/python benchmarks/offline_throughput.py            # the BENCHMARKS.md figures
     .venv/bin/python benchmarks/offline_throughput.py --profile  # + cProfile of dsbox's run
@@ -130,7 +131,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--model", default="opt-125m", help="registry model whose shapes to use")
     ap.add_argument("--num-prompts", type=int, default=32)
     ap.add_argument("--min-len", type=int, default=16, help="shortest prompt, tokens")
-    ap.add_argument("--max-len", type=int, default=256, help="longest prompt, tokens")
+    ap.add_argument("--max-len", type=int, default=None,
+                    help="longest prompt, tokens (default: 512 for sharegpt, 256 for corpus)")
     ap.add_argument("--max-tokens", type=int, default=32, help="tokens generated per prompt")
     ap.add_argument("--hf-batches", type=int, default=1,
                     help="transformers runs the prompts in this many left-padded batches")
@@ -140,7 +142,7 @@ def main(argv: list[str] | None = None) -> int:
                     help="torch CPU threads for both sides (default: torch's, one per core; "
                          "1 is steadiest on a busy machine)")
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--workload", choices=("corpus", "sharegpt"), default="corpus",
+    ap.add_argument("--workload", choices=("sharegpt", "corpus"), default="sharegpt",
                     help="corpus: windows of stdlib docstrings with lengths uniform in "
                     "[min-len, max-len]; sharegpt: real ShareGPT prompts of at most max-len "
                     "tokens (their natural, long-tailed length mix)")
@@ -152,6 +154,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
+    if args.max_len is None:
+        args.max_len = 512 if args.workload == "sharegpt" else 256
     if args.workload == "sharegpt":
         prompts = sharegpt_prompts(args.num_prompts, args.max_len, args.seed)
     else:
