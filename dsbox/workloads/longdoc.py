@@ -29,12 +29,11 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from dsbox.engine.tokenizer import Tokenizer
-from dsbox.workloads.cache import cache_key, lookup, write_cache
 from dsbox.workloads.sharegpt import (
     MAX_TOTAL_TOKENS,
     MIN_TOKENS,
     Conversation,
-    read_conversations,
+    cached_rows,
     sharegpt_data_file,
 )
 from dsbox.workloads.spec import RequestSpec
@@ -147,23 +146,8 @@ def _build_rows(conversations: Sequence[Conversation], tokenizer: Tokenizer) -> 
 
 def longdoc_requests(tokenizer: Tokenizer, with_text: bool = True) -> list[RequestSpec]:
     """The long-document summarization requests (see the module docstring); cached."""
-    source = sharegpt_data_file("longdoc")
-    key = cache_key(
-        dataset="longdoc",
-        rule=_RULE_VERSION,
-        package=source.pip_name,
-        version=source.version,
-        size=source.size,
-        tokenizer=tokenizer.fingerprint(),
-    )
-    rows = lookup("longdoc", key)
-    conversations = None
-    if rows is None:
-        conversations = read_conversations(source)
-        rows = _build_rows(conversations, tokenizer)
-        write_cache("longdoc", key, rows)
-    if with_text and conversations is None:
-        conversations = read_conversations(source)
+    rows, conversations = cached_rows("longdoc", _RULE_VERSION, sharegpt_data_file("longdoc"),
+                                      tokenizer, _build_rows, with_text)
     requests = []
     for index, turn, head_chars, tail_chars, prompt_len, output_len in rows:
         prompt = None

@@ -137,29 +137,34 @@ def _build_rows(conversations: Sequence[Conversation], tokenizer: Tokenizer) -> 
     return rows
 
 
+def cached_rows(dataset: str, rule: int, source, tokenizer: Tokenizer, build,
+                with_text: bool) -> tuple[list, list | None]:
+    """Per-request rows of a dataset built from the ShareGPT file by ``build(conversations,
+    tokenizer)``: from the cache (or the shipped lengths) when the key matches, else built
+    and cached. Also the parsed conversations when ``with_text`` (else None, and the 125 MB
+    file is not read at all on a cache hit)."""
+    key = cache_key(dataset=dataset, rule=rule, package=source.pip_name,
+                    version=source.version, size=source.size,
+                    tokenizer=tokenizer.fingerprint())
+    rows = lookup(dataset, key)
+    conversations = None
+    if rows is None:
+        conversations = read_conversations(source)
+        rows = build(conversations, tokenizer)
+        write_cache(dataset, key, rows)
+    if with_text and conversations is None:
+        conversations = read_conversations(source)
+    return rows, conversations
+
+
 def sharegpt_requests(tokenizer: Tokenizer, with_text: bool = True) -> list[RequestSpec]:
     """The ShareGPT requests under DistServe's rule (see the module docstring).
 
     Token lengths are cached per tokenizer (and shipped for the bundled one);
     ``with_text=False`` then skips parsing the 125 MB file altogether.
     """
-    source = sharegpt_data_file()
-    key = cache_key(
-        dataset="sharegpt",
-        rule=_RULE_VERSION,
-        package=source.pip_name,
-        version=source.version,
-        size=source.size,
-        tokenizer=tokenizer.fingerprint(),
-    )
-    rows = lookup("sharegpt", key)
-    conversations = None
-    if rows is None:
-        conversations = read_conversations(source)
-        rows = _build_rows(conversations, tokenizer)
-        write_cache("sharegpt", key, rows)
-    if with_text and conversations is None:
-        conversations = read_conversations(source)
+    rows, conversations = cached_rows("sharegpt", _RULE_VERSION, sharegpt_data_file(),
+                                      tokenizer, _build_rows, with_text)
     requests = []
     for index, k, p, o in rows:
         prompt = _prompt(conversations[index], k) if with_text else None
