@@ -34,14 +34,25 @@ class AttentionMetadata:
 
 
 class AttentionBackend:
-    """Write K/V into the paged cache, then attend. One instance per runner."""
+    """Write K/V into the paged cache, then attend. One instance per runner; a subclass only
+    picks the three functions (KV write, prefill attention, decode attention)."""
 
     name = "base"
+
+    def __init__(self, write, prefill, decode) -> None:
+        self._write = write
+        self._prefill = prefill
+        self._decode = decode
 
     def forward(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
                 k_cache: torch.Tensor, v_cache: torch.Tensor, meta: AttentionMetadata,
                 scale: float) -> torch.Tensor:
-        raise NotImplementedError
+        self._write(k, v, k_cache, v_cache, meta.slot_mapping)
+        out = torch.empty_like(q)
+        if meta.is_prefill:
+            return self._prefill(q, k_cache, v_cache, meta.cu_seqlens_q, meta.seq_lens,
+                                 meta.block_tables, scale, out, max_q_len=meta.max_q_len)
+        return self._decode(q, k_cache, v_cache, meta.block_tables, meta.seq_lens, scale, out)
 
 
 class TorchAttention(AttentionBackend):
@@ -52,17 +63,7 @@ class TorchAttention(AttentionBackend):
         from dsbox.kernels.kv_write import write_kv_ref
         from dsbox.kernels.prefill_attention import prefill_attention_ref
 
-        self._write = write_kv_ref
-        self._prefill = prefill_attention_ref
-        self._decode = decode_attention_ref
-
-    def forward(self, q, k, v, k_cache, v_cache, meta, scale):
-        self._write(k, v, k_cache, v_cache, meta.slot_mapping)
-        out = torch.empty_like(q)
-        if meta.is_prefill:
-            return self._prefill(q, k_cache, v_cache, meta.cu_seqlens_q, meta.seq_lens,
-                                 meta.block_tables, scale, out)
-        return self._decode(q, k_cache, v_cache, meta.block_tables, meta.seq_lens, scale, out)
+        super().__init__(write_kv_ref, prefill_attention_ref, decode_attention_ref)
 
 
 class TritonAttention(AttentionBackend):
@@ -76,17 +77,7 @@ class TritonAttention(AttentionBackend):
         from dsbox.kernels.kv_write import write_kv
         from dsbox.kernels.prefill_attention import prefill_attention
 
-        self._write = write_kv
-        self._prefill = prefill_attention
-        self._decode = decode_attention
-
-    def forward(self, q, k, v, k_cache, v_cache, meta, scale):
-        self._write(k, v, k_cache, v_cache, meta.slot_mapping)
-        out = torch.empty_like(q)
-        if meta.is_prefill:
-            return self._prefill(q, k_cache, v_cache, meta.cu_seqlens_q, meta.seq_lens,
-                                 meta.block_tables, scale, out, max_q_len=meta.max_q_len)
-        return self._decode(q, k_cache, v_cache, meta.block_tables, meta.seq_lens, scale, out)
+        super().__init__(write_kv, prefill_attention, decode_attention)
 
 
 def make_attention_backend(name: str | None, device: torch.device) -> AttentionBackend:
