@@ -367,11 +367,15 @@ class Controller:
             out = inst.in_flight.pop(step_id, None)
             if out is None or not inst.healthy:
                 return
+            if inst.pp == 1:
+                inst.stage0_done()
             inst.scheduler.on_step_done(out, tokens, now)
             for s in out.seqs:
                 self._advance(s.seq_id, now)
                 if out.phase is Phase.PREFILL and inst.role == "prefill":
                     self._offer_to_decode(s.seq_id, now)
+        elif kind == "stage0":
+            self.instances[msg[1]].stage0_done()
         elif kind == "pulled":
             _, iid, _rank, pid, nbytes = msg
             pull = self._pulls.get(pid)

@@ -57,6 +57,7 @@ class Instance:
     healthy: bool = True
     error: str | None = None
     in_flight: dict[int, SchedulerOutput] = field(default_factory=dict)
+    stage0_busy: bool = False  # a step is in the first pipeline stage (the whole model, pp=1)
     _step_ids: itertools.count = field(default_factory=itertools.count)
 
     def make_scheduler(self, num_blocks: int, block_size: int, config: SchedulerConfig) -> None:
@@ -70,19 +71,24 @@ class Instance:
         return {s.seq_id for out in self.in_flight.values() for s in out.seqs}
 
     def submit_steps(self, now: float) -> int:
-        """Send steps while fewer than ``pp`` micro-batches are in flight; returns how many."""
-        sent = 0
+        """Send the next step when the first pipeline stage is free (with PP, several
+        micro-batches are then in flight, one per stage); returns how many were sent."""
         sched = self.scheduler
-        while self.healthy and len(self.in_flight) < self.pp:
-            cap = decode_micro_batch_cap(sched.num_running, self.pp)
-            out = sched.schedule(now, self.busy_seq_ids(), cap)
-            if out is None or not out.seqs:
-                break
-            step_id = next(self._step_ids)
-            self.in_flight[step_id] = out
-            self.send_all(Step(step_id, build_step_batch(out, sched.seqs)))
-            sent += 1
-        return sent
+        if not self.healthy or self.stage0_busy:
+            return 0
+        cap = decode_micro_batch_cap(sched.num_running, self.pp)
+        out = sched.schedule(now, self.busy_seq_ids(), cap)
+        if out is None or not out.seqs:
+            return 0
+        step_id = next(self._step_ids)
+        self.in_flight[step_id] = out
+        self.stage0_busy = True
+        self.send_all(Step(step_id, build_step_batch(out, sched.seqs)))
+        return 1
+
+    def stage0_done(self) -> None:
+        """The first stage passed its step on (PP), or a step finished (no PP)."""
+        self.stage0_busy = False
 
     def pull(self, pull_id: int, src_instance: int, src_blocks: list[int],
              dst_blocks: list[int]) -> None:

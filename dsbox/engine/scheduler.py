@@ -41,9 +41,10 @@ class SchedulerConfig:
 
 
 def decode_micro_batch_cap(num_running: int, pp: int) -> int | None:
-    """With ``pp`` pipeline stages an instance keeps up to ``pp`` steps in flight and splits
-    its running sequences into ``pp`` decode micro-batches: the cap on one (None without PP).
-    The runtime and the simulator both follow this rule."""
+    """An instance submits its next step whenever its first pipeline stage is free, so with
+    ``pp`` stages several steps are in flight; its running sequences split into ``pp``
+    decode micro-batches: the cap on one (None without PP). The runtime and the simulator
+    both follow this rule."""
     return None if pp == 1 else max(1, -(-num_running // pp))
 
 

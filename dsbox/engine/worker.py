@@ -4,7 +4,8 @@ A worker belongs to one instance (a TP x PP group with its own torch.distributed
 NCCL on CUDA, gloo on CPU). It builds its shard of the model, sizes and allocates its KV
 pool, shares the pool with the decode workers that will pull from it, then serves commands
 from its inbox in order: run a step (its stage of it), pull a request's KV, stop.
-Results go to the controller's queue; only rank 0 of the last stage reports a step.
+Results go to the controller's queue; only rank 0 of the last stage reports a step, and with
+PP rank 0 of the first stage reports when a step has left it (the next one may enter).
 """
 
 from __future__ import annotations
@@ -162,6 +163,7 @@ def _serve(ws: WorkerSpec, inbox, results, export_queues, import_queues) -> None
     runner = ModelRunner(model, pool, ws.block_size, backend, device, seed=ws.seed,
                          layers=shard.layers)
     reports = runner.is_last and ws.tp_rank == 0
+    reports_stage0 = ws.pp > 1 and runner.is_first and ws.tp_rank == 0
     results.put(("started", ws.instance_id, ws.rank, os.getpid()))
     while True:
         cmd = inbox.get()
@@ -169,6 +171,8 @@ def _serve(ws: WorkerSpec, inbox, results, export_queues, import_queues) -> None
             break
         if isinstance(cmd, Step):
             out = _run_step(ws, runner, cmd.batch, spec)
+            if reports_stage0:
+                results.put(("stage0", ws.instance_id, cmd.step_id))
             if reports:
                 results.put(("step", ws.instance_id, cmd.step_id, out))
         elif isinstance(cmd, Pull):

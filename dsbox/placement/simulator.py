@@ -13,17 +13,16 @@ loaded decode instance (``add_pending``); ``admit`` reserves its blocks when the
 ``mark_pulled`` on the decode side and ``release`` on the prefill side. Decode steps follow
 until ``max_tokens``.
 
-Pipeline parallelism follows the runtime (``Instance.submit_steps``): an instance keeps up
-to ``pp`` steps (micro-batches) in flight, each the output of
-``schedule(now, busy, cap)`` with ``busy`` the sequences of the steps in flight and
-``cap = max(1, ceil(num_running / pp))`` (prefill first, then a decode micro-batch of at
-most ``cap`` sequences that are not busy). A step occupies each of the ``pp`` stages in turn
-for its share of the step time: ``prefill_time / pp`` for prefill, and for decode the
-whole-model decode time of the micro-batch (the fit at pp = 1, coefficient set by the
-micro-batch size) divided by ``pp``. It leaves stage 0 after one stage time and, if no stage
-holds it up, ends after ``pp``; the scheduler is asked for the next step as soon as stage 0
-is free and fewer than ``pp`` steps are in flight. With ``pp = 1`` this is one step at a
-time.
+Pipeline parallelism follows the runtime (``Instance.submit_steps``): an instance submits
+its next step whenever its first stage is free, so several steps (micro-batches) are in
+flight; each is the output of ``schedule(now, busy, cap)`` with ``busy`` the sequences of
+the steps in flight and ``cap = decode_micro_batch_cap(num_running, pp)`` (prefill first,
+then a decode micro-batch of at most ``ceil(num_running / pp)`` sequences that are not
+busy). A step occupies each of the ``pp`` stages in turn for its share of the step time:
+``prefill_time / pp`` for prefill, and for decode the whole-model decode time of the
+micro-batch (the fit at pp = 1, coefficient set by the micro-batch size) divided by ``pp``.
+It leaves stage 0 after one stage time and, if no stage holds it up, ends after ``pp``.
+With ``pp = 1`` this is one step at a time.
 
 With an SLO the simulator counts requests that meet / miss it as they happen and, with
 ``stop_early``, stops as soon as the attainment verdict is certain.
@@ -74,7 +73,7 @@ class _Instance:
         self.decode_latency = replace(spec.latency, pp=1)
         self.pp = spec.latency.pp
         self.stage_busy = False        # stage 0 holds a step
-        self.num_in_flight = 0         # steps not done yet (at most pp)
+        self.num_in_flight = 0         # steps not done yet
         self.busy_ids: set[int] = set()  # sequences of the steps in flight (pp > 1 only)
         self.stage_free = [0.0] * self.pp
         self.lazy = LazyDecode(self.sched) if fast and spec.role != "prefill" else None
@@ -196,8 +195,8 @@ class Simulator:
         self._try_start(inst, now)
 
     def _try_start(self, inst: _Instance, now: float) -> None:
-        """Start the next step if stage 0 is free and fewer than ``pp`` are in flight."""
-        if inst.stage_busy or inst.num_in_flight >= inst.pp:
+        """Start the next step if stage 0 is free (the runtime's rule)."""
+        if inst.stage_busy:
             return
         lazy = inst.lazy
         sched = inst.sched

@@ -68,10 +68,10 @@ def test_two_sequences_alternate_as_micro_batches():
         assert gap == pytest.approx(WHOLE.decode_time(1, 100 + k), rel=1e-3)
 
 
-def test_prefill_waits_for_a_free_slot_in_the_pipeline():
+def test_prefill_enters_when_stage_0_is_free():
     """PP = 2 prefill: a long batch, then two short ones. The second enters stage 0 when
-    the first leaves it; the third finds stage 0 free but two steps in flight, so it waits
-    for the first to finish."""
+    the first leaves it; the third enters stage 0 as soon as the second leaves it (the
+    runtime submits whenever stage 0 is free), then waits before stage 1 for the second."""
     lat = InstanceLatency(1, 2, FIT)
     setup = SimSetup((SimInstance("prefill", lat, 1000, 16, max_num_batched_tokens=2000),))
     trace = SimTrace((0.0, 0.001, 0.002), (2000, 1500, 1500), (1, 1, 1))
@@ -82,7 +82,7 @@ def test_prefill_waits_for_a_free_slot_in_the_pipeline():
     assert b.prefill_start == pytest.approx(big)
     assert b.prefill_end == pytest.approx(2 * big + small)
     assert big + small < 2 * big  # stage 0 is free before the first step ends
-    assert c.prefill_start == pytest.approx(2 * big)
+    assert c.prefill_start == pytest.approx(big + small)
     assert c.prefill_end == pytest.approx(2 * big + 2 * small)
 
 
@@ -113,7 +113,7 @@ class _Checked(Simulator):
         return wrapped
 
     def _start(self, inst, now, out) -> None:
-        assert not inst.stage_busy and len(self.flights[inst.index]) < inst.pp
+        assert not inst.stage_busy  # the runtime's rule: a step enters a free stage 0
         if not isinstance(out, SchedulerOutput) or out.phase is Phase.DECODE:
             self.decode_steps += 1
             self.lazy_steps += isinstance(out, Group)
@@ -156,7 +156,9 @@ def test_steps_follow_the_runtime_rule(case, fast):
     if "preempts" in case:
         assert sum(lc.num_preemptions for lc in result.lifecycles) > 0
     pps = [inst.pp for inst in sim.instances]
-    assert list(sim.max_in_flight.values()) == pps  # every instance filled its pipeline
+    # every instance filled its pipeline (more than pp only when a short step queues
+    # behind a long one between stages)
+    assert all(m >= pp for m, pp in zip(sim.max_in_flight.values(), pps, strict=True))
     if fast:  # the lazy path takes (nearly) all the decode micro-batches
         assert sim.lazy_steps >= 0.9 * sim.decode_steps
     else:
