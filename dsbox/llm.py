@@ -55,12 +55,7 @@ class LLM:
         if self.controller is not None:
             return self.controller.generate(prompts, params)
         engine = self.engine
-        encoded = []
-        for i, p in enumerate(prompts):
-            try:
-                encoded.append(engine.encode_prompt(p))
-            except ValueError as exc:
-                raise ValueError(f"prompt {i}: {exc}") from None
+        encoded = engine.tracker.encode_prompts(prompts)
         ids = [engine._add(text, toks, sp, None)
                for (text, toks), sp in zip(encoded, params, strict=True)]
         results: dict[int, RequestOutput] = {}

@@ -213,8 +213,12 @@ class Controller:
                on_output: OutputCallback, arrival: float | None = None) -> int:
         """Queue a request; ``on_output`` gets every update (from the loop thread). Bad
         input raises ValueError here, before anything is queued."""
-        self._check_open()
         text, ids = self.tracker.encode_prompt(prompt)
+        return self._submit_encoded(text, ids, params, on_output, arrival)
+
+    def _submit_encoded(self, text: str | None, ids: list[int], params: SamplingParams,
+                        on_output: OutputCallback, arrival: float | None = None) -> int:
+        self._check_open()
         rid = next(self._ids)
         seq = Sequence(rid, ids, params,
                        Lifecycle(arrival if arrival is not None else time.monotonic()),
@@ -249,11 +253,7 @@ class Controller:
                  ) -> list[RequestOutput]:
         """Blocking batch generation (prompts validated before any is queued)."""
         params = params if isinstance(params, list) else [params] * len(prompts)
-        for i, p in enumerate(prompts):
-            try:
-                self.tracker.encode_prompt(p)
-            except ValueError as exc:
-                raise ValueError(f"prompt {i}: {exc}") from None
+        encoded = self.tracker.encode_prompts(prompts)
         done: dict[int, RequestOutput] = {}
         cv = threading.Condition()
 
@@ -263,7 +263,8 @@ class Controller:
                     done[out.request_id] = out
                     cv.notify()
 
-        rids = [self.submit(p, sp, on_output) for p, sp in zip(prompts, params, strict=True)]
+        rids = [self._submit_encoded(text, ids, sp, on_output)
+                for (text, ids), sp in zip(encoded, params, strict=True)]
         with cv:
             while len(done) < len(rids):
                 self._check_open()

@@ -55,6 +55,17 @@ class RequestTracker:
                              f"{self.max_model_len} tokens including at least one generated")
         return text, ids
 
+    def encode_prompts(self, prompts) -> list[tuple[str | None, list[int]]]:
+        """``encode_prompt`` for a batch: every prompt is validated before the caller queues
+        any, and an error names the prompt's index."""
+        encoded = []
+        for i, p in enumerate(prompts):
+            try:
+                encoded.append(self.encode_prompt(p))
+            except ValueError as exc:
+                raise ValueError(f"prompt {i}: {exc}") from None
+        return encoded
+
     def add(self, seq: Sequence, prompt: str | None) -> None:
         self.requests[seq.seq_id] = TrackedRequest(
             seq, prompt, IncrementalDetokenizer(self.tokenizer, list(seq.prompt_token_ids)))
