@@ -53,11 +53,11 @@ class WorkerSpec:
         return self.rank // self.tp
 
     def shard(self) -> PoolShard:
-        from dsbox.engine.parallel import stage_layers
+        from dsbox.engine.parallel import ParallelContext
 
-        per = self.spec.num_heads // self.tp
-        return PoolShard(stage_layers(self.spec.num_layers, self.pp, self.pp_rank),
-                         range(self.tp_rank * per, (self.tp_rank + 1) * per))
+        ctx = ParallelContext(self.tp, self.tp_rank, self.pp, self.pp_rank)
+        return PoolShard(ctx.layer_range(self.spec.num_layers),
+                         ctx.head_range(self.spec.num_heads))
 
 
 @dataclass(frozen=True, slots=True)
