@@ -36,7 +36,7 @@ def copy_bandwidth(nbytes: int = 1 << 30, reps: int = 20) -> float:
 
 def kernel_bandwidth(prompt_len: int, block_size: int = 16, reps: int = 20) -> float:
     from dsbox.config import get_model_spec
-    from dsbox.engine.kv_transfer import PoolShard, pull_blocks
+    from dsbox.engine.runtime.kv_transfer import PoolShard, pull_blocks
 
     spec = get_model_spec("opt-1.3b")
     nblk = -(-prompt_len // block_size)
@@ -63,7 +63,7 @@ def runtime_bandwidth(prompt_len: int, requests: int) -> tuple[float, float]:
     """Median and best per-request pull bandwidth (bytes/s, read + write) in the runtime."""
     from dsbox import SamplingParams
     from dsbox.config import EngineConfig, get_model_spec
-    from dsbox.engine.controller import Controller
+    from dsbox.engine.runtime.controller import Controller
 
     spec = get_model_spec("opt-1.3b")
     cfg = EngineConfig(model="opt-1.3b", dummy_weights=True, dtype="float16", device="cuda",

@@ -32,7 +32,7 @@ import torch
 
 from dsbox import LLM, SamplingParams
 from dsbox.config import get_model_spec
-from dsbox.engine.tokenizer import bundled_tokenizer, save_tokenizer_files
+from dsbox.engine.model.tokenizer import bundled_tokenizer, save_tokenizer_files
 
 
 def corpus_ids() -> list[int]:

@@ -7,8 +7,8 @@ The offline API::
         ["Hello"], SamplingParams(max_tokens=32, temperature=0.0))
 """
 
-from dsbox.engine.request_output import RequestOutput
-from dsbox.engine.sampling_params import SamplingParams
+from dsbox.engine.core.request_output import RequestOutput
+from dsbox.engine.core.sampling_params import SamplingParams
 from dsbox.llm import LLM
 
 __all__ = ["LLM", "RequestOutput", "SamplingParams"]

@@ -11,8 +11,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from dsbox.config import EngineConfig
-from dsbox.engine.request_output import RequestOutput
-from dsbox.engine.sampling_params import SamplingParams
+from dsbox.engine.core.request_output import RequestOutput
+from dsbox.engine.core.sampling_params import SamplingParams
 
 
 class LLM:
@@ -26,12 +26,12 @@ class LLM:
         self.engine = None
         self.controller = None
         if self.config.placement is None:
-            from dsbox.engine.llm_engine import LLMEngine
+            from dsbox.engine.runtime.llm_engine import LLMEngine
 
             self.engine = LLMEngine(self.config)
             self.tokenizer = self.engine.tokenizer
         else:
-            from dsbox.engine.controller import Controller
+            from dsbox.engine.runtime.controller import Controller
 
             self.controller = Controller(self.config, self.config.placement)
             self.tokenizer = self.controller.tokenizer

@@ -26,7 +26,7 @@ def write_tiny_checkpoint(dest: Path, variant: str = "preln", seed: int = 0) -> 
     bundled tokenizer files; returns the directory."""
     from transformers import OPTForCausalLM
 
-    from dsbox.engine.tokenizer import save_tokenizer_files
+    from dsbox.engine.model.tokenizer import save_tokenizer_files
 
     torch.manual_seed(seed)
     model = OPTForCausalLM(hf_config(variant)).eval()

@@ -1,4 +1,4 @@
-"""Tests of dsbox.engine.tokenizer: the bundled GPT-2/OPT BPE, loading, streaming decode."""
+"""Tests of dsbox.engine.model.tokenizer: the bundled GPT-2/OPT BPE, loading, streaming decode."""
 
 from __future__ import annotations
 
@@ -10,17 +10,16 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from dsbox.engine.tokenizer import (
+from dsbox.engine.model.tokenizer import (
     DetokenizerState,
     IncrementalDetokenizer,
     Tokenizer,
-    bpe_files_from_ranks,
     bundled_tokenizer,
-    bytes_to_unicode,
     decode_incremental,
     load_tokenizer,
     save_tokenizer_files,
 )
+from scripts.convert_bpe_ranks import bpe_files_from_ranks, bytes_to_unicode
 
 SAMPLES = [
     "Hello world",

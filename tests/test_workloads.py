@@ -14,7 +14,7 @@ import sys
 
 import pytest
 
-from dsbox.engine.tokenizer import Tokenizer, bundled_tokenizer
+from dsbox.engine.model.tokenizer import Tokenizer, bundled_tokenizer
 from dsbox.workloads import (
     WORKLOAD_NAMES,
     MissingDataPackageError,

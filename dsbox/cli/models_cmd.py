@@ -2,7 +2,7 @@
 
 Columns: parameter count, fp16 weight size (GB = 10^9 bytes), KV cache per token in fp16
 (KiB = 1024 bytes; K and V over all layers), and whether weights were found on disk and
-where (``dsbox.engine.model_source`` does the looking, offline; nothing is downloaded).
+where (``dsbox.engine.model.source`` does the looking, offline; nothing is downloaded).
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from rich.table import Table
 
 def weights_status(name: str) -> tuple[bool, str]:
     """(found, where): where a registry model's weights are, or the paths that were tried."""
-    from dsbox.engine.model_source import ModelNotFoundError, candidate_paths, resolve_model
+    from dsbox.engine.model.source import ModelNotFoundError, candidate_paths, resolve_model
 
     try:
         source = resolve_model(name)
@@ -36,7 +36,7 @@ def format_gb(n_bytes: int) -> str:
 
 def models_table() -> Table:
     from dsbox.config import load_registry
-    from dsbox.engine.model_source import hf_hub_cache, models_dir
+    from dsbox.engine.model.source import hf_hub_cache, models_dir
 
     caption = (f"weights are looked for in {models_dir()}/<name> (DSBOX_MODELS), then the HF "
                f"hub cache {hf_hub_cache()} (HF_HUB_CACHE / HF_HOME); --dummy-weights runs "

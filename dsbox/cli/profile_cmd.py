@@ -47,7 +47,7 @@ def profile(
     """Measure MODEL's prefill and decode step times and fit a latency profile."""
     import dataclasses
 
-    from dsbox.engine.model_source import ModelNotFoundError
+    from dsbox.engine.model.source import ModelNotFoundError
     from dsbox.placement.profiler import ProfileGrid, profile_engine
 
     grid = ProfileGrid.quick() if quick else ProfileGrid()

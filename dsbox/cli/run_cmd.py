@@ -36,7 +36,7 @@ def _load(model: str, engine_kwargs: dict):
     """Build the LLM, turning every foreseeable bad input into one error line. The config
     and the model name are checked before torch is imported, so mistakes fail fast."""
     from dsbox.config import EngineConfig
-    from dsbox.engine.model_source import ModelNotFoundError, resolve_model
+    from dsbox.engine.model.source import ModelNotFoundError, resolve_model
 
     try:
         config = EngineConfig(model=model, **engine_kwargs)
@@ -48,7 +48,7 @@ def _load(model: str, engine_kwargs: dict):
     except (ModelNotFoundError, ValueError) as exc:
         raise fail(str(exc)) from None
 
-    from dsbox.engine.weights import WeightsError
+    from dsbox.engine.model.weights import WeightsError
     from dsbox.llm import LLM
 
     try:
@@ -85,7 +85,7 @@ def run(
     engine_kwargs: dict,
 ) -> None:
     """Load MODEL and print a short generation for a couple of prompts, with TTFT/TPOT."""
-    from dsbox.engine.sampling_params import SamplingParams
+    from dsbox.engine.core.sampling_params import SamplingParams
 
     prompts = list(prompt) if prompt else list(DEFAULT_PROMPTS)
     try:

@@ -34,9 +34,9 @@ from __future__ import annotations
 
 from collections.abc import Collection
 
-from dsbox.engine.block_manager import BlockManager
-from dsbox.engine.scheduler import Phase, ScheduledSeq, Scheduler, SchedulerOutput
-from dsbox.engine.sequence import Sequence
+from dsbox.engine.core.block_manager import BlockManager
+from dsbox.engine.core.scheduler import Phase, ScheduledSeq, Scheduler, SchedulerOutput
+from dsbox.engine.core.sequence import Sequence
 
 IDLE = "idle"  # what ``try_start`` returns when the scheduler would run no decode step
 

@@ -94,8 +94,8 @@ class EngineStepTimer:
 
     def run(self, phase: str, batch: int, length: int) -> float:
         """Seconds of one step."""
-        from dsbox.engine.sampling_params import SamplingParams
-        from dsbox.engine.step_batch import StepBatch
+        from dsbox.engine.core.sampling_params import SamplingParams
+        from dsbox.engine.core.step_batch import StepBatch
 
         bm = self.engine.block_manager
         ids = list(range(self._next_id, self._next_id + batch))
@@ -213,7 +213,7 @@ def describe_device(engine) -> tuple[str, int]:
     """Human name and total memory (bytes) of the engine's device."""
     import torch
 
-    from dsbox.engine.kv_pool import available_memory
+    from dsbox.engine.model.kv_pool import available_memory
 
     if engine.device.type == "cuda":
         props = torch.cuda.get_device_properties(engine.device)

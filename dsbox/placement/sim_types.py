@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 from dsbox.config.placement import ROLES
 from dsbox.config.slo import SLO
-from dsbox.engine.lifecycle import Lifecycle
+from dsbox.metrics.lifecycle import Lifecycle
 from dsbox.placement.latency import InstanceLatency
 
 

@@ -34,10 +34,9 @@ import heapq
 from dataclasses import replace
 
 from dsbox.config.slo import SLO
-from dsbox.engine.block_manager import BlockManager
-from dsbox.engine.lifecycle import Lifecycle
-from dsbox.engine.sampling_params import SamplingParams
-from dsbox.engine.scheduler import (
+from dsbox.engine.core.block_manager import BlockManager
+from dsbox.engine.core.sampling_params import SamplingParams
+from dsbox.engine.core.scheduler import (
     DecodeScheduler,
     Phase,
     PrefillScheduler,
@@ -46,7 +45,8 @@ from dsbox.engine.scheduler import (
     SchedulerOutput,
     decode_micro_batch_cap,
 )
-from dsbox.engine.sequence import Sequence, SequenceStatus
+from dsbox.engine.core.sequence import Sequence, SequenceStatus
+from dsbox.metrics.lifecycle import Lifecycle
 from dsbox.placement.lazy_decode import IDLE, LazyDecode
 from dsbox.placement.sim_types import SimInstance, SimResult, SimSetup, SimTrace, required_met
 

@@ -12,7 +12,7 @@ import os
 import tempfile
 import time
 
-from dsbox.engine.tokenizer import bundled_tokenizer
+from dsbox.engine.model.tokenizer import bundled_tokenizer
 from dsbox.workloads.cache import bundled_lengths_path, cache_dir, lookup, write_record
 from dsbox.workloads.registry import WORKLOAD_NAMES, load_workload
 from dsbox.workloads.spec import summarize

@@ -12,7 +12,7 @@ from __future__ import annotations
 import gzip
 import json
 
-from dsbox.engine.tokenizer import Tokenizer
+from dsbox.engine.model.tokenizer import Tokenizer
 from dsbox.workloads.sources import data_file
 from dsbox.workloads.spec import RequestSpec
 

@@ -28,7 +28,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from dsbox.engine.tokenizer import Tokenizer
+from dsbox.engine.model.tokenizer import Tokenizer
 from dsbox.workloads.sharegpt import (
     MAX_TOTAL_TOKENS,
     MIN_TOKENS,

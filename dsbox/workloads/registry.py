@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from types import MappingProxyType
 
-from dsbox.engine.tokenizer import Tokenizer, bundled_tokenizer
+from dsbox.engine.model.tokenizer import Tokenizer, bundled_tokenizer
 from dsbox.workloads.humaneval import humaneval_requests
 from dsbox.workloads.longdoc import longdoc_requests
 from dsbox.workloads.sharegpt import sharegpt_requests

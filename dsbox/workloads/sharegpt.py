@@ -28,7 +28,7 @@ import re
 from collections.abc import Sequence
 from typing import Any
 
-from dsbox.engine.tokenizer import Tokenizer
+from dsbox.engine.model.tokenizer import Tokenizer
 from dsbox.workloads.cache import cache_key, lookup, write_cache
 from dsbox.workloads.sources import DataFile, data_file
 from dsbox.workloads.spec import RequestSpec

@@ -23,11 +23,11 @@ from hypothesis.stateful import (
     rule,
 )
 
-from dsbox.engine.block_manager import BlockManager
-from dsbox.engine.lifecycle import Lifecycle
-from dsbox.engine.sampling_params import SamplingParams
-from dsbox.engine.scheduler import Phase, Scheduler, SchedulerConfig
-from dsbox.engine.sequence import FinishReason, Sequence, SequenceStatus
+from dsbox.engine.core.block_manager import BlockManager
+from dsbox.engine.core.sampling_params import SamplingParams
+from dsbox.engine.core.scheduler import Phase, Scheduler, SchedulerConfig
+from dsbox.engine.core.sequence import FinishReason, Sequence, SequenceStatus
+from dsbox.metrics.lifecycle import Lifecycle
 
 EOS = 2
 

@@ -12,7 +12,7 @@ import random
 import pytest
 
 from dsbox import LLM, SamplingParams
-from dsbox.engine.lifecycle import Lifecycle
+from dsbox.metrics.lifecycle import Lifecycle
 
 PER_BLOCK = 2 * 3 * 16 * 64 * 4  # bytes of one 16-token block of the tiny pre-LN model, fp32
 STOPS = ["e", "th", "ing", "\n", " a"]

@@ -6,10 +6,10 @@ import pytest
 import torch
 
 from dsbox import LLM, SamplingParams
-from dsbox.engine.lifecycle import Lifecycle
-from dsbox.engine.scheduler import Phase
-from dsbox.engine.sequence import Sequence
-from dsbox.engine.step_batch import build_step_batch
+from dsbox.engine.core.scheduler import Phase
+from dsbox.engine.core.sequence import Sequence
+from dsbox.engine.core.step_batch import build_step_batch
+from dsbox.metrics.lifecycle import Lifecycle
 from tests.checkpoints import load_hf
 
 PROMPT_LENS = [1, 5, 17, 33, 64, 100]

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from dsbox import LLM, SamplingParams
-from dsbox.engine.sampler import sample
+from dsbox.engine.model.sampler import sample
 from tests.checkpoints import load_hf
 
 PROMPTS = ["Hello there, how are you", "The quick brown fox", "def main():", "1, 2, 3,"]

@@ -18,12 +18,12 @@ from safetensors.torch import load_file, save_file
 
 from dsbox import LLM, SamplingParams
 from dsbox.config import get_model_spec
-from dsbox.engine.lifecycle import Lifecycle
-from dsbox.engine.model_source import ModelNotFoundError, resolve_model
-from dsbox.engine.scheduler import Phase
-from dsbox.engine.sequence import Sequence
-from dsbox.engine.step_batch import build_step_batch
-from dsbox.engine.weights import WeightsError, checkpoint_files
+from dsbox.engine.core.scheduler import Phase
+from dsbox.engine.core.sequence import Sequence
+from dsbox.engine.core.step_batch import build_step_batch
+from dsbox.engine.model.source import ModelNotFoundError, resolve_model
+from dsbox.engine.model.weights import WeightsError, checkpoint_files
+from dsbox.metrics.lifecycle import Lifecycle
 from tests.checkpoints import load_hf
 
 PROMPTS = [[2, 100, 200, 300, 400, 500, 600], [2, 31414, 232], [2] + list(range(1000, 1040))]

@@ -9,7 +9,7 @@ import statistics
 
 import pytest
 
-from dsbox.engine.scheduler import Phase, SchedulerOutput
+from dsbox.engine.core.scheduler import Phase, SchedulerOutput
 from dsbox.placement.latency import InstanceLatency
 from dsbox.placement.lazy_decode import Group
 from dsbox.placement.sim_types import SimInstance, SimSetup, SimTrace

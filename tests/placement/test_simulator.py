@@ -7,7 +7,7 @@ import statistics
 import pytest
 
 from dsbox.config.slo import SLO
-from dsbox.engine.scheduler import DecodeScheduler, PrefillScheduler, Scheduler
+from dsbox.engine.core.scheduler import DecodeScheduler, PrefillScheduler, Scheduler
 from dsbox.placement.latency import InstanceLatency
 from dsbox.placement.sim_types import SimInstance, SimSetup, SimTrace
 from dsbox.placement.simulator import Simulator, simulate

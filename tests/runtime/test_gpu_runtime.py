@@ -7,7 +7,7 @@ import torch
 
 from dsbox import SamplingParams
 from dsbox.config import EngineConfig
-from dsbox.engine.controller import Controller
+from dsbox.engine.runtime.controller import Controller
 from tests.checkpoints import load_hf
 
 pytestmark = pytest.mark.gpu

@@ -7,8 +7,8 @@ import itertools
 import pytest
 import torch
 
-from dsbox.engine.kv_transfer import PoolShard, pull_blocks
-from dsbox.engine.parallel import stage_layers
+from dsbox.engine.runtime.kv_transfer import PoolShard, pull_blocks
+from dsbox.engine.runtime.parallel import stage_layers
 
 LAYERS, HEADS, HEAD_DIM, BLOCK = 6, 4, 8, 4
 CONFIGS = [(tp, pp) for tp in (1, 2, 4) for pp in (1, 2, 3)]

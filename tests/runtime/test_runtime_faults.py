@@ -14,7 +14,7 @@ import pytest
 
 from dsbox import SamplingParams
 from dsbox.config import EngineConfig
-from dsbox.engine.controller import Controller
+from dsbox.engine.runtime.controller import Controller
 
 
 def _config(ckpt, **kw) -> EngineConfig:

@@ -8,10 +8,10 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from dsbox.config import ModelSpec
-from dsbox.engine.request_output import RequestOutput
-from dsbox.engine.sequence import FinishReason, Sequence
-from dsbox.engine.stop_checker import find_stop
-from dsbox.engine.tokenizer import IncrementalDetokenizer, Tokenizer
+from dsbox.engine.core.request_output import RequestOutput
+from dsbox.engine.core.sequence import FinishReason, Sequence
+from dsbox.engine.core.stop_checker import find_stop
+from dsbox.engine.model.tokenizer import IncrementalDetokenizer, Tokenizer
 
 # finish(seq_id, reason) ends a sequence in whichever scheduler holds it
 FinishFn = Callable[[int, FinishReason], None]

@@ -31,16 +31,16 @@ import torch.multiprocessing as tmp
 
 from dsbox.config import EngineConfig
 from dsbox.config.placement import InstanceSpec, Placement
-from dsbox.engine.instance import Instance, InstanceStatus
-from dsbox.engine.lifecycle import Lifecycle
-from dsbox.engine.llm_engine import load_source_tokenizer, resolve_device, resolve_dtype
-from dsbox.engine.model_source import resolve_model
-from dsbox.engine.request_output import RequestOutput
-from dsbox.engine.request_tracker import RequestTracker
-from dsbox.engine.sampling_params import SamplingParams
-from dsbox.engine.scheduler import Phase, SchedulerConfig
-from dsbox.engine.sequence import FinishReason, Sequence
-from dsbox.engine.worker import Stop, WorkerSpec, worker_main
+from dsbox.engine.core.request_output import RequestOutput
+from dsbox.engine.core.request_tracker import RequestTracker
+from dsbox.engine.core.sampling_params import SamplingParams
+from dsbox.engine.core.scheduler import Phase, SchedulerConfig
+from dsbox.engine.core.sequence import FinishReason, Sequence
+from dsbox.engine.model.source import resolve_model
+from dsbox.engine.runtime.instance import Instance, InstanceStatus
+from dsbox.engine.runtime.llm_engine import load_source_tokenizer, resolve_device, resolve_dtype
+from dsbox.engine.runtime.worker import Stop, WorkerSpec, worker_main
+from dsbox.metrics.lifecycle import Lifecycle
 
 logger = logging.getLogger(__name__)
 OutputCallback = Callable[[RequestOutput], None]
@@ -105,7 +105,7 @@ class Controller:
 
     # --- start-up ------------------------------------------------------------------------
     def _make_instances(self, plans: list[InstanceSpec], share: bool) -> list[Instance]:
-        from dsbox.engine.parallel import check_divisible
+        from dsbox.engine.runtime.parallel import check_divisible
 
         cfg = self.config
         cuda = self.device.type == "cuda"
@@ -145,8 +145,8 @@ class Controller:
         # forkserver: workers fork from one server that imported torch and the worker code
         # once (fast start-up); like spawn, no CUDA state is ever inherited
         ctx = tmp.get_context("forkserver")
-        ctx.set_forkserver_preload(["dsbox.engine.worker", "dsbox.engine.model_runner",
-                                    "dsbox.engine.weights", "dsbox.engine.parallel"])
+        ctx.set_forkserver_preload(["dsbox.engine.runtime.worker", "dsbox.engine.model.runner",
+                                    "dsbox.engine.model.weights", "dsbox.engine.runtime.parallel"])
         self._results = ctx.Queue()
         prefill = [i for i in self.instances if i.role == "prefill"]
         decode = [i for i in self.instances if i.role == "decode"]

@@ -10,8 +10,8 @@ import enum
 from collections.abc import Sequence as SeqType
 from dataclasses import dataclass, field
 
-from dsbox.engine.lifecycle import Lifecycle
-from dsbox.engine.sampling_params import SamplingParams
+from dsbox.engine.core.sampling_params import SamplingParams
+from dsbox.metrics.lifecycle import Lifecycle
 
 
 class SequenceStatus(enum.Enum):

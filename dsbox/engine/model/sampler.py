@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import torch
 
-from dsbox.engine.sampling_params import SamplingParams
+from dsbox.engine.core.sampling_params import SamplingParams
 
 
 def _filter_top_k_top_p(logits: torch.Tensor, top_k: torch.Tensor,

@@ -8,9 +8,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from dsbox.engine.sampling_params import SamplingParams
-from dsbox.engine.scheduler import Phase, SchedulerOutput
-from dsbox.engine.sequence import Sequence
+from dsbox.engine.core.sampling_params import SamplingParams
+from dsbox.engine.core.scheduler import Phase, SchedulerOutput
+from dsbox.engine.core.sequence import Sequence
 
 
 @dataclass(frozen=True, slots=True)

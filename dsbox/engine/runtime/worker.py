@@ -20,8 +20,8 @@ from pathlib import Path
 import torch
 
 from dsbox.config import ModelSpec
-from dsbox.engine.kv_transfer import PoolShard, pull_blocks
-from dsbox.engine.step_batch import StepBatch
+from dsbox.engine.core.step_batch import StepBatch
+from dsbox.engine.runtime.kv_transfer import PoolShard, pull_blocks
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,7 +53,7 @@ class WorkerSpec:
         return self.rank // self.tp
 
     def shard(self) -> PoolShard:
-        from dsbox.engine.parallel import ParallelContext
+        from dsbox.engine.runtime.parallel import ParallelContext
 
         ctx = ParallelContext(self.tp, self.tp_rank, self.pp, self.pp_rank)
         return PoolShard(ctx.layer_range(self.spec.num_layers),
@@ -126,11 +126,11 @@ def worker_main(ws: WorkerSpec, inbox, results, export_queues, import_queues,
 
 
 def _serve(ws: WorkerSpec, inbox, results, export_queues, import_queues) -> None:
-    from dsbox.engine.attention import make_attention_backend
-    from dsbox.engine.kv_pool import allocate_pool, bytes_per_block, kv_budget
-    from dsbox.engine.model_runner import ModelRunner
-    from dsbox.engine.parallel import ParallelContext, shard_model
-    from dsbox.engine.weights import build_model
+    from dsbox.engine.model.attention import make_attention_backend
+    from dsbox.engine.model.kv_pool import allocate_pool, bytes_per_block, kv_budget
+    from dsbox.engine.model.runner import ModelRunner
+    from dsbox.engine.model.weights import build_model
+    from dsbox.engine.runtime.parallel import ParallelContext, shard_model
 
     torch.set_num_threads(ws.num_threads)
     device = torch.device(ws.device)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from dsbox.engine.lifecycle import Lifecycle
+from dsbox.metrics.lifecycle import Lifecycle
 
 
 @dataclass(slots=True)

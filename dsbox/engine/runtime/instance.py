@@ -10,8 +10,8 @@ from __future__ import annotations
 import itertools
 from dataclasses import dataclass, field
 
-from dsbox.engine.block_manager import BlockManager
-from dsbox.engine.scheduler import (
+from dsbox.engine.core.block_manager import BlockManager
+from dsbox.engine.core.scheduler import (
     DecodeScheduler,
     PrefillScheduler,
     Scheduler,
@@ -19,8 +19,8 @@ from dsbox.engine.scheduler import (
     SchedulerOutput,
     decode_micro_batch_cap,
 )
-from dsbox.engine.step_batch import build_step_batch
-from dsbox.engine.worker import Pull, Step, WorkerSpec
+from dsbox.engine.core.step_batch import build_step_batch
+from dsbox.engine.runtime.worker import Pull, Step, WorkerSpec
 
 SCHEDULERS = {"colocated": Scheduler, "prefill": PrefillScheduler, "decode": DecodeScheduler}
 

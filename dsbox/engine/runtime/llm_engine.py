@@ -13,24 +13,24 @@ import time
 import torch
 
 from dsbox.config import EngineConfig, ModelSpec
-from dsbox.engine.attention import make_attention_backend
-from dsbox.engine.block_manager import BlockManager
-from dsbox.engine.kv_pool import allocate_pool, bytes_per_block, kv_budget
-from dsbox.engine.lifecycle import Lifecycle
-from dsbox.engine.model_runner import ModelRunner
-from dsbox.engine.model_source import ModelSource, resolve_model
-from dsbox.engine.request_output import RequestOutput
-from dsbox.engine.request_tracker import RequestTracker
-from dsbox.engine.sampling_params import SamplingParams
-from dsbox.engine.scheduler import Scheduler, SchedulerConfig
-from dsbox.engine.sequence import FinishReason, Sequence
-from dsbox.engine.step_batch import build_step_batch
-from dsbox.engine.tokenizer import (
+from dsbox.engine.core.block_manager import BlockManager
+from dsbox.engine.core.request_output import RequestOutput
+from dsbox.engine.core.request_tracker import RequestTracker
+from dsbox.engine.core.sampling_params import SamplingParams
+from dsbox.engine.core.scheduler import Scheduler, SchedulerConfig
+from dsbox.engine.core.sequence import FinishReason, Sequence
+from dsbox.engine.core.step_batch import build_step_batch
+from dsbox.engine.model.attention import make_attention_backend
+from dsbox.engine.model.kv_pool import allocate_pool, bytes_per_block, kv_budget
+from dsbox.engine.model.runner import ModelRunner
+from dsbox.engine.model.source import ModelSource, resolve_model
+from dsbox.engine.model.tokenizer import (
     Tokenizer,
     bundled_tokenizer,
     load_tokenizer,
 )
-from dsbox.engine.weights import build_model
+from dsbox.engine.model.weights import build_model
+from dsbox.metrics.lifecycle import Lifecycle
 
 TORCH_DTYPES = {"float32": torch.float32, "float16": torch.float16,
                 "bfloat16": torch.bfloat16}

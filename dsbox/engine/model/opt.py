@@ -1,7 +1,7 @@
 """The OPT decoder in torch over the paged KV cache (all sizes, opt-350m's post-LN included).
 
 The model knows nothing of parallelism: tensor parallelism shards its Linear layers from
-outside (``dsbox.engine.parallel``); the local head count is read from the q projection's
+outside (``dsbox.engine.runtime.parallel``); the local head count is read from the q projection's
 width. Module names follow HF's ``decoder.*`` so checkpoints load by name.
 """
 
@@ -12,7 +12,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from dsbox.config import ModelSpec
-from dsbox.engine.attention import AttentionBackend, AttentionMetadata
+from dsbox.engine.model.attention import AttentionBackend, AttentionMetadata
 
 POSITION_OFFSET = 2  # OPT's learned positions start at index 2
 

@@ -8,9 +8,9 @@ from __future__ import annotations
 
 import torch
 
-from dsbox.engine.attention import AttentionBackend, AttentionMetadata
-from dsbox.engine.sampler import sample
-from dsbox.engine.step_batch import StepBatch
+from dsbox.engine.core.step_batch import StepBatch
+from dsbox.engine.model.attention import AttentionBackend, AttentionMetadata
+from dsbox.engine.model.sampler import sample
 
 
 class ModelRunner:

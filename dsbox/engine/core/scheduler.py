@@ -22,8 +22,8 @@ from collections import deque
 from collections.abc import Collection
 from dataclasses import dataclass
 
-from dsbox.engine.block_manager import BlockManager
-from dsbox.engine.sequence import FinishReason, Sequence, SequenceStatus
+from dsbox.engine.core.block_manager import BlockManager
+from dsbox.engine.core.sequence import FinishReason, Sequence, SequenceStatus
 
 
 @dataclass(slots=True)

@@ -160,7 +160,7 @@ def build_model(spec: ModelSpec, dtype: torch.dtype, device: torch.device,
                 transform: Callable[[nn.Module], ShardFn | None] | None = None) -> nn.Module:
     """Build OPT on meta, optionally transform it (TP sharding), then fill it with weights
     from ``path`` or random weights when ``path`` is None."""
-    from dsbox.engine.model import OPTForCausalLM
+    from dsbox.engine.model.opt import OPTForCausalLM
 
     with torch.device("meta"):
         model = OPTForCausalLM(spec)

@@ -1,0 +1,2 @@
+"""The model and everything that runs it on one device: OPT, weights, tokenizer, KV pool,
+attention backends, sampling and the model runner. Knows nothing of parallelism."""

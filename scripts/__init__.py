@@ -1,0 +1,1 @@
+"""Maintenance scripts (tokenizer conversion, model training); not part of the package."""
