@@ -63,13 +63,14 @@ def runtime_bandwidth(prompt_len: int, requests: int) -> tuple[float, float]:
     """Median and best per-request pull bandwidth (bytes/s, read + write) in the runtime."""
     from dsbox import SamplingParams
     from dsbox.config import EngineConfig, get_model_spec
-    from dsbox.engine.runtime.controller import Controller
+    from dsbox.client import open_engine
 
     spec = get_model_spec("opt-1.3b")
     cfg = EngineConfig(model="opt-1.3b", dummy_weights=True, dtype="float16", device="cuda",
-                       kv_cache_memory=8 << 30, max_num_batched_tokens=prompt_len)
+                       kv_cache_memory=8 << 30, max_num_batched_tokens=prompt_len,
+                       placement="prefill:tp=1;decode:tp=1", share_devices=True)
     kv_bytes = spec.kv_bytes_per_token("float16") * prompt_len
-    with Controller(cfg, "prefill:tp=1;decode:tp=1", share_devices=True) as ctl:
+    with open_engine(cfg) as ctl:
         prompts = [[2] + [(i * 7919 + j) % 50000 + 4 for j in range(prompt_len - 1)]
                    for i in range(requests)]
         outs = ctl.generate(prompts, SamplingParams(max_tokens=2, temperature=0,

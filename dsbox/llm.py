@@ -1,74 +1,72 @@
 """The offline API: ``LLM(model=...).generate(prompts, SamplingParams(...))``.
 
-Without a placement the engine runs in this process (one device, colocated). With one
-(``placement="prefill:tp=2;decode:tp=1"``) a Controller starts one worker process per
-device and routes the requests through its instances; ``close()`` (or ``with LLM(...)``)
-stops them.
+A thin blocking layer over the engine client (:mod:`dsbox.client`): ``generate`` for a
+batch, ``stream`` for one request's outputs as they come, ``abort`` to end one. Without a
+placement the engine runs in this process (one device, colocated); with one
+(``placement="prefill:tp=2;decode:tp=1"``) worker processes run its instances, so create
+it under ``if __name__ == "__main__":`` in a script, and ``close()`` it (or use
+``with LLM(...) as llm:``).
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import queue
+from collections.abc import Iterator, Sequence
 
+from dsbox.client import EngineClient, open_engine
 from dsbox.config import EngineConfig
 from dsbox.engine.core.request_output import RequestOutput
 from dsbox.engine.core.sampling_params import SamplingParams
+from dsbox.metrics.stats import EngineStats
+
+Prompt = str | Sequence[int]
 
 
 class LLM:
-    """Offline batched generation. Keyword arguments are ``EngineConfig`` fields."""
+    """Offline generation. Keyword arguments are ``EngineConfig`` fields."""
 
-    def __init__(self, model: str = "opt-tiny", **kwargs) -> None:
+    def __init__(self, model: str = EngineConfig.model, **kwargs) -> None:
         unknown = set(kwargs) - set(EngineConfig.field_names())
         if unknown:
             raise TypeError(f"unknown LLM argument(s): {', '.join(sorted(unknown))}")
         self.config = EngineConfig(model=model, **kwargs)
-        self.engine = None
-        self.controller = None
-        if self.config.placement is None:
-            from dsbox.engine.runtime.llm_engine import LLMEngine
+        self.client: EngineClient = open_engine(self.config)
+        self.tokenizer = self.client.tokenizer
 
-            self.engine = LLMEngine(self.config)
-            self.tokenizer = self.engine.tokenizer
-        else:
-            from dsbox.engine.runtime.controller import Controller
-
-            self.controller = Controller(self.config, self.config.placement)
-            self.tokenizer = self.controller.tokenizer
-
-    def generate(self, prompts: str | Sequence[str] | Sequence[Sequence[int]],
+    def generate(self, prompts: Prompt | Sequence[Prompt],
                  sampling_params: SamplingParams | Sequence[SamplingParams] | None = None
                  ) -> list[RequestOutput]:
-        """Generate for every prompt; outputs in prompt order. All prompts are validated
-        before any is queued, so a bad one raises ValueError and nothing runs."""
+        """Generate for every prompt (text or token ids); outputs in prompt order. All
+        prompts are validated before any is queued: a bad one raises ValueError."""
         if isinstance(prompts, str) or (prompts and isinstance(prompts[0], int)):
             prompts = [prompts]
-        prompts = list(prompts)
-        if sampling_params is None:
-            sampling_params = SamplingParams()
-        if isinstance(sampling_params, SamplingParams):
-            params = [sampling_params] * len(prompts)
-        else:
-            params = list(sampling_params)
-            if len(params) != len(prompts):
-                raise ValueError(f"{len(params)} SamplingParams for {len(prompts)} prompts")
-        if self.controller is not None:
-            return self.controller.generate(prompts, params)
-        engine = self.engine
-        encoded = engine.tracker.encode_prompts(prompts)
-        ids = [engine._add(text, toks, sp, None)
-               for (text, toks), sp in zip(encoded, params, strict=True)]
-        results: dict[int, RequestOutput] = {}
-        while engine.has_unfinished():
-            for out in engine.step():
-                if out.finished:
-                    results[out.request_id] = out
-        return [results[i] for i in ids]
+        return self.client.generate(list(prompts), sampling_params or SamplingParams())
+
+    def stream(self, prompt: Prompt, sampling_params: SamplingParams | None = None
+               ) -> Iterator[RequestOutput]:
+        """Yield the request's outputs as they come (``new_text`` holds each delta);
+        closing the iterator early aborts the request."""
+        outputs: queue.Queue[RequestOutput] = queue.Queue()
+        rid = self.client.submit(prompt, sampling_params or SamplingParams(), outputs.put)
+        finished = False
+        try:
+            while not finished:
+                out = outputs.get()
+                finished = out.finished
+                yield out
+        finally:
+            if not finished:
+                self.client.abort(rid)
+
+    def abort(self, request_id: int) -> None:
+        self.client.abort(request_id)
+
+    def stats(self) -> EngineStats:
+        return self.client.stats()
 
     def close(self) -> None:
-        """Stop the worker processes (a no-op for the in-process engine)."""
-        if self.controller is not None:
-            self.controller.shutdown()
+        """Stop the engine and its worker processes, if any."""
+        self.client.close()
 
     def __enter__(self) -> LLM:
         return self

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import pytest
 import torch
 
@@ -13,6 +15,7 @@ def pytest_configure(config):
     # one intra-op thread: the tiny models gain nothing from more, and oversubscribed
     # OpenMP threads make them many times slower when anything else runs on the box
     torch.set_num_threads(1)
+    os.environ["OMP_NUM_THREADS"] = "1"  # engines and worker processes follow it
 
 
 def pytest_collection_modifyitems(config, items):

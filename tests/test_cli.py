@@ -99,7 +99,8 @@ def test_run_options_reach_the_engine(env, preln_ckpt):
 
 def test_run_dummy_weights(env):
     proc = dsbox("run", "opt-125m", "--dummy-weights", "--max-tokens", "2", "-p", "Hi",
-                 "--kv-cache-memory", "16MiB", "--dtype", "bfloat16", env=env)
+                 "--kv-cache-memory", "16MiB", "--max-model-len", "128", "--dtype", "bfloat16",
+                 env=env)
     assert proc.returncode == 0, proc.stderr
     assert "opt-125m" in proc.stdout and "125.2 M parameters" in proc.stdout
     assert "torch.bfloat16" in proc.stdout

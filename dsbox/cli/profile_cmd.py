@@ -59,14 +59,15 @@ def profile(
     console = Console(stderr=True, highlight=False)
     try:
         with console.status(f"building the engine for {model} ..."):
-            from dsbox.llm import LLM
+            from dsbox.config import EngineConfig
+            from dsbox.placement.profiler import ProfilingTarget
 
-            llm = LLM(model=model, dummy_weights=True, **engine_kwargs)
+            engine = ProfilingTarget(EngineConfig(model=model, dummy_weights=True,
+                                                  **engine_kwargs))
     except ModelNotFoundError as exc:
         raise _fail(str(exc)) from None
     except (ValueError, KeyError) as exc:
         raise _fail(str(exc.args[0] if isinstance(exc, KeyError) else exc)) from None
-    engine = llm.engine
     columns = (TextColumn("[bold]profiling[/] {task.description}"), BarColumn(),
                MofNCompleteColumn(), TimeElapsedColumn())
     with Progress(*columns, console=console, transient=False) as bar:
@@ -112,4 +113,5 @@ def _report(run, path: Path) -> None:
 
 def register(app: typer.Typer) -> None:
     app.command("profile")(
-        engine_options(exclude=("model", "dummy_weights", "placement"))(profile))
+        engine_options(exclude=("model", "dummy_weights", "placement", "executor",
+                                "share_devices"))(profile))

@@ -58,15 +58,13 @@ def _load(model: str, engine_kwargs: dict):
 
 
 def _describe(llm) -> str:
-    """One line on what was loaded: the in-process engine or the controller's instances."""
-    core = llm.engine if llm.engine is not None else llm.controller
-    text = (f"[bold]{escape(core.spec.name)}[/] ({escape(core.source.where)}); "
-            f"{core.spec.num_params / 1e6:.1f} M parameters, {core.dtype} on {core.device}")
-    if llm.engine is not None:
-        text += (f", {llm.engine.block_manager.num_blocks} KV blocks of "
-                 f"{llm.config.block_size} tokens")
-    else:
-        text += f", placement {llm.config.placement}"
+    """One line on what was loaded and where it runs."""
+    client = llm.client
+    stats = client.stats()
+    text = (f"[bold]{escape(client.spec.name)}[/] ({escape(client.source.where)}); "
+            f"{client.spec.num_params / 1e6:.1f} M parameters, {client.dtype} on "
+            f"{client.device}, placement {client.placement.format(False)}, "
+            f"{stats.kv_blocks_total} KV blocks of {llm.config.block_size} tokens")
     return text
 
 

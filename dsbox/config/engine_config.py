@@ -8,6 +8,7 @@ from __future__ import annotations
 from dataclasses import dataclass, fields
 
 DTYPES = ("float32", "float16", "bfloat16")
+EXECUTORS = ("auto", "inprocess", "workers")
 
 
 @dataclass(slots=True)
@@ -26,6 +27,9 @@ class EngineConfig:
     max_model_len: int | None = None      # default: the model's max positions
     attention_backend: str | None = None  # "torch" | "triton"; default by device
     placement: str | None = None          # placement text form; None = colocated:tp=1
+    executor: str = "auto"                # auto (in-process for colocated:tp=1), inprocess, workers
+    share_devices: bool = False           # CUDA: instances share GPUs (ids modulo the GPU count)
+    num_threads: int | None = None        # torch threads/worker ($OMP_NUM_THREADS, cores/workers)
 
     def __post_init__(self) -> None:
         if self.dtype != "auto" and self.dtype not in DTYPES:
@@ -46,6 +50,12 @@ class EngineConfig:
             from dsbox.config.placement import Placement
 
             Placement.parse(self.placement)  # ValueError with the reason when malformed
+        if self.executor not in EXECUTORS:
+            raise ValueError(f"executor must be one of {EXECUTORS}, got {self.executor!r}")
+        if self.num_threads is not None and self.num_threads < 1:
+            raise ValueError("num_threads must be >= 1")
+        if self.max_model_len is not None and self.max_model_len < 2:
+            raise ValueError("max_model_len must be >= 2 (a prompt token and a generated one)")
         if self.attention_backend not in (None, "torch", "triton"):
             raise ValueError(f"attention_backend must be torch or triton, "
                              f"got {self.attention_backend!r}")

@@ -46,6 +46,8 @@ class Lifecycle:
     token_times: list[float] = field(default_factory=list)
     finish: float | None = None
     num_preemptions: int = 0
+    prefill_instance: int | None = None  # index (in the placement) of the instance that
+    decode_instance: int | None = None   # prefilled / decoded it; the same when colocated
 
     @property
     def ttft(self) -> float | None:
@@ -64,7 +66,28 @@ class Lifecycle:
 
     @property
     def latency(self) -> float | None:
+        """End-to-end latency, seconds (arrival to finish)."""
         return None if self.finish is None else self.finish - self.arrival
+
+    @property
+    def queue_time(self) -> float | None:
+        """Seconds waiting before the first prefill step (vLLM's queue time)."""
+        if self.prefill_start is None:
+            return None
+        return self.prefill_start - (self.prefill_queued if self.prefill_queued is not None
+                                     else self.arrival)
+
+    @property
+    def transfer_time(self) -> float | None:
+        """Seconds the KV handoff took (0 when colocated); None if there was none yet."""
+        if self.transfer_start is None or self.transfer_end is None:
+            return None
+        return self.transfer_end - self.transfer_start
+
+    def inter_token_latencies(self) -> list[float]:
+        """Gaps between consecutive generated tokens, seconds."""
+        t = self.token_times
+        return [b - a for a, b in zip(t, t[1:], strict=False)]
 
     def meets(self, ttft_slo: float, tpot_slo: float) -> bool:
         """Whether the request met both SLOs (a request with no token meets neither)."""

@@ -1,9 +1,10 @@
 """Measure the dsbox engine's step times and write a latency profile (``dsbox profile``).
 
-The engine is built in this process (``LLMEngine``, dummy weights of the model's real
-shapes) and its model runner is driven directly with synthetic steps: a prefill batch of
-given prompt lengths, or a decode step of ``B`` sequences with ``C`` tokens of context each
-(blocks reserved from the engine's block manager, freed after). The grid is swept
+A device worker is built in this process (:class:`ProfilingTarget`: dummy weights of the
+model's real shapes, its KV pool, the engine's model runner) and driven directly with
+synthetic steps: a prefill batch of given prompt lengths, or a decode step of ``B``
+sequences with ``C`` tokens of context each (blocks reserved from a block manager over its
+pool, freed after). The grid is swept
 ``warmup + repeats`` times and each shape keeps its fastest timed run (the least
 disturbed by whatever else the machine is doing).
 
@@ -72,10 +73,36 @@ class ProfileGrid:
                     yield "decode", b, c
 
 
-class EngineStepTimer:
-    """Times synthetic steps on an ``LLMEngine``'s model runner."""
+class ProfilingTarget:
+    """One device worker built in this process from an ``EngineConfig`` (dummy weights):
+    the model runner, a block manager over its pool, and what the profile records."""
 
-    def __init__(self, engine) -> None:
+    def __init__(self, config) -> None:
+        from collections import deque
+
+        from dsbox.engine.core.block_manager import BlockManager
+        from dsbox.engine.runtime.launch import LocalLauncher
+        from dsbox.engine.runtime.setup import resolve_setup
+
+        setup = resolve_setup(config)
+        launcher = LocalLauncher(setup.plans()[:1], deque())
+        num_blocks = launcher.measure()[0].num_blocks
+        if num_blocks < 1:
+            raise ValueError("the KV budget holds no block; raise kv_cache_memory")
+        launcher.allocate({0: num_blocks})
+        worker = launcher.workers[0]
+        self.runner = worker.runner
+        self.device = worker.device
+        self.dtype = setup.dtype
+        self.spec = setup.spec
+        self.block_manager = BlockManager(num_blocks, config.block_size)
+        self.max_model_len = min(setup.max_model_len, num_blocks * config.block_size)
+
+
+class EngineStepTimer:
+    """Times synthetic steps on a :class:`ProfilingTarget`'s model runner."""
+
+    def __init__(self, engine: ProfilingTarget) -> None:
         import torch
 
         self.engine = engine

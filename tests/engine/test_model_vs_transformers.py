@@ -11,6 +11,7 @@ from dsbox.engine.core.sequence import Sequence
 from dsbox.engine.core.step_batch import build_step_batch
 from dsbox.metrics.lifecycle import Lifecycle
 from tests.checkpoints import load_hf
+from tests.engine.direct import direct, kv_blocks_used
 
 PROMPT_LENS = [1, 5, 17, 33, 64, 100]
 
@@ -25,18 +26,18 @@ def test_prefill_and_decode_logits_match(variant, request):
     ckpt = request.getfixturevalue(f"{variant}_ckpt")
     hf = load_hf(ckpt)
     llm = LLM(model=str(ckpt), dtype="float32", device="cpu", kv_cache_memory=8 << 20)
-    engine = llm.engine
+    runner, scheduler = direct(llm)
     prompts = _prompts(PROMPT_LENS)
     seqs = {}
     for i, p in enumerate(prompts):
         seq = Sequence(i, p, SamplingParams(max_tokens=4, temperature=0), Lifecycle(0.0),
                        eos_token_id=2)
-        engine.scheduler.add(seq, 0.0)
+        scheduler.add(seq, 0.0)
         seqs[i] = seq
-    out = engine.scheduler.schedule(0.0)
+    out = scheduler.schedule(0.0)
     assert out.phase is Phase.PREFILL and len(out.seqs) == len(prompts)
     batch = build_step_batch(out, seqs)
-    logits = engine.runner.logits(batch)
+    logits = runner.logits(batch)
     worst = 0.0
     nexts = []
     row = 0
@@ -50,10 +51,11 @@ def test_prefill_and_decode_logits_match(variant, request):
     assert worst <= 1e-4, f"prefill max abs diff {worst}"
 
     # one decode step through the paged decode path
-    engine.scheduler.on_step_done(out, nexts, 0.0)
-    out = engine.scheduler.schedule(0.0)
+    scheduler.on_step_done(out, nexts, 0.0)
+    out = scheduler.schedule(0.0)
     assert out.phase is Phase.DECODE
-    logits = engine.runner.logits(build_step_batch(out, seqs))
+    logits = runner.logits(build_step_batch(out, seqs))
+    llm.close()
     with torch.no_grad():
         for k, s in enumerate(out.seqs):
             full = prompts[s.seq_id] + [nexts[s.seq_id]]
@@ -78,10 +80,10 @@ def test_greedy_equals_transformers_with_preemption(preln_ckpt):
     # pool: 40 blocks of 16 tokens = 640 tokens, far less than the 32 requests need at once
     per_block = 2 * 3 * 16 * 64 * 4
     llm = LLM(model=str(preln_ckpt), dtype="float32", device="cpu",
-              kv_cache_memory=40 * per_block, max_num_seqs=32)
+              kv_cache_memory=40 * per_block, max_num_seqs=32, max_model_len=640)
     outs = llm.generate(prompts, SamplingParams(max_tokens=max_new, temperature=0,
                                                 ignore_eos=True))
     assert sum(o.lifecycle.num_preemptions for o in outs) > 0, "the test must force preemption"
-    assert llm.engine.block_manager.num_used_blocks == 0
+    assert kv_blocks_used(llm) == 0
     for p, o in zip(prompts, outs, strict=True):
         assert o.token_ids == _hf_greedy(hf, p, max_new)

@@ -73,7 +73,7 @@ def test_seed_is_independent_of_the_batch(llm):
 def test_seed_survives_preemption(preln_ckpt):
     per_block = 2 * 3 * 16 * 64 * 4  # layers, block size, hidden, fp32
     small = LLM(model=str(preln_ckpt), dtype="float32", device="cpu",
-                kv_cache_memory=6 * per_block)
+                kv_cache_memory=6 * per_block, max_model_len=96)
     params = [SamplingParams(max_tokens=24, temperature=1.0, seed=s, ignore_eos=True)
               for s in range(4)]
     prompts = [list(range(100 + 7 * i, 130 + 7 * i)) for i in range(4)]
@@ -146,8 +146,9 @@ def test_stop_token_ids(llm, free_run):
 def test_eos_stops_unless_ignored(preln_ckpt):
     """Make EOS (id 2) the greedy choice everywhere: the final layer norm outputs a constant
     vector and EOS's (tied) embedding points along it."""
-    llm = LLM(model=str(preln_ckpt), dtype="float32", device="cpu", kv_cache_memory=1 << 20)
-    d = llm.engine.model.decoder
+    llm = LLM(model=str(preln_ckpt), dtype="float32", device="cpu", kv_cache_memory=1 << 20,
+              max_model_len=512)
+    d = llm.client.local_worker().model.decoder
     with torch.no_grad():
         v = torch.randn(d.final_layer_norm.bias.shape, generator=torch.Generator().manual_seed(0))
         d.final_layer_norm.weight.zero_()

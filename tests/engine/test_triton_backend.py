@@ -13,8 +13,9 @@ def test_triton_backend_matches_torch_backend(preln_ckpt):
     outs = {}
     for backend in ("torch", "triton"):
         llm = LLM(model=str(preln_ckpt), dtype="float32", device="cpu",
-                  attention_backend=backend, kv_cache_memory=4 * per_block)
-        assert llm.engine.runner.backend.name == backend
+                  attention_backend=backend, kv_cache_memory=4 * per_block,
+                  max_model_len=64)
+        assert llm.client.local_worker().runner.backend.name == backend
         outs[backend] = llm.generate(prompts, params)
     assert [o.token_ids for o in outs["triton"]] == [o.token_ids for o in outs["torch"]]
     assert sum(o.lifecycle.num_preemptions for o in outs["triton"]) > 0

@@ -25,27 +25,28 @@ from dsbox.engine.model.source import ModelNotFoundError, resolve_model
 from dsbox.engine.model.weights import WeightsError, checkpoint_files
 from dsbox.metrics.lifecycle import Lifecycle
 from tests.checkpoints import load_hf
+from tests.engine.direct import direct
 
 PROMPTS = [[2, 100, 200, 300, 400, 500, 600], [2, 31414, 232], [2] + list(range(1000, 1040))]
-SMALL_KV = 2 << 20  # bytes: plenty for these prompts, cheap to allocate
+SMALL_KV = 4 << 20  # bytes: plenty for these prompts, cheap to allocate
 TOKENIZER_FILES = ("vocab.json", "merges.txt", "special_tokens_map.json",
                    "tokenizer_config.json")
 
 
 def prefill_logits(llm: LLM, prompts: list[list[int]]) -> list[torch.Tensor]:
     """All-position logits of each prompt, from one prefill step through the paged cache."""
-    engine = llm.engine
+    runner, scheduler = direct(llm)
     seqs = {}
     for i, p in enumerate(prompts):
         seq = Sequence(1000 + i, p, SamplingParams(max_tokens=1, temperature=0),
                        Lifecycle(0.0), eos_token_id=2)
-        engine.scheduler.add(seq, 0.0)
+        scheduler.add(seq, 0.0)
         seqs[seq.seq_id] = seq
-    out = engine.scheduler.schedule(0.0)
+    out = scheduler.schedule(0.0)
     assert out.phase is Phase.PREFILL and len(out.seqs) == len(prompts)
-    logits = engine.runner.logits(build_step_batch(out, seqs)).float()
+    logits = runner.logits(build_step_batch(out, seqs)).float()
     for sid in seqs:
-        engine.scheduler.abort(sid, 0.0)
+        scheduler.abort(sid, 0.0)
     rows, start = [], 0
     for p in prompts:
         rows.append(logits[start:start + len(p)])
@@ -151,7 +152,7 @@ def test_lm_head_is_tied_to_embeddings(state, preln_ckpt, reference, tmp_path):
     sd["lm_head.weight"] = torch.zeros_like(sd["model.decoder.embed_tokens.weight"])
     save_file(sd, str(tmp_path / "model.safetensors"))
     llm = LLM(model=str(tmp_path), dtype="float32", device="cpu", kv_cache_memory=SMALL_KV)
-    names = [n for n, _ in llm.engine.model.named_parameters()]
+    names = [n for n, _ in llm.client.local_worker().model.named_parameters()]
     assert not any("lm_head" in n for n in names)
     assert_logits_match(tmp_path, reference)
 
@@ -198,8 +199,8 @@ def test_dummy_weights_have_the_real_shapes(no_models):
     with pytest.raises(ModelNotFoundError):
         resolve_model("opt-125m")
     llm = LLM(model="opt-125m", dummy_weights=True, dtype="float32", device="cpu",
-              kv_cache_memory=SMALL_KV * 8)
-    model = llm.engine.model
+              kv_cache_memory=SMALL_KV * 8, max_model_len=256)
+    model = llm.client.local_worker().model
     params = dict(model.named_parameters())
     assert sum(p.numel() for p in params.values()) == spec.num_params
     assert params["decoder.embed_tokens.weight"].shape == (50272, 768)
@@ -218,8 +219,8 @@ def test_dummy_weights_have_the_real_shapes(no_models):
 def test_half_precision_loads_and_runs(preln_ckpt, reference, dtype):
     llm = LLM(model=str(preln_ckpt), dtype=dtype, device="cpu", kv_cache_memory=SMALL_KV)
     want = getattr(torch, dtype)
-    assert {p.dtype for p in llm.engine.model.parameters()} == {want}
-    assert llm.engine.runner.kv_pool.dtype == want
+    assert {p.dtype for p in llm.client.local_worker().model.parameters()} == {want}
+    assert llm.client.local_worker().runner.kv_pool.dtype == want
     logits = prefill_logits(llm, PROMPTS)
     for got, ref in zip(logits, reference, strict=True):
         assert torch.isfinite(got).all()

@@ -6,8 +6,8 @@ import pytest
 import torch
 
 from dsbox import SamplingParams
+from dsbox.client import open_engine
 from dsbox.config import EngineConfig
-from dsbox.engine.runtime.controller import Controller
 from tests.checkpoints import load_hf
 
 pytestmark = pytest.mark.gpu
@@ -27,10 +27,11 @@ def test_disaggregated_on_one_gpu_equals_transformers(preln_ckpt):
             ref.append(out[0, len(p):].tolist())
     for backend in ("torch", "triton"):
         cfg = EngineConfig(model=str(preln_ckpt), dtype="float32", device="cuda",
-                           kv_cache_memory=64 << 20, attention_backend=backend)
-        with Controller(cfg, "prefill:tp=1;decode:tp=1", share_devices=True) as ctl:
+                           kv_cache_memory=64 << 20, attention_backend=backend,
+                           placement="prefill:tp=1;decode:tp=1", share_devices=True)
+        with open_engine(cfg) as ctl:
             outs = ctl.generate(prompts, SamplingParams(max_tokens=10, temperature=0,
                                                         ignore_eos=True))
-            assert ctl.transfer_bytes > 0
-            assert all(s.kv_blocks_used == 0 for s in ctl.status())
+            assert ctl.stats().kv_bytes_moved > 0
+            assert ctl.stats().kv_blocks_used == 0
         assert [o.token_ids for o in outs] == ref, backend

@@ -13,13 +13,15 @@ import time
 import pytest
 
 from dsbox import SamplingParams
+from dsbox.client import open_engine
 from dsbox.config import EngineConfig
-from dsbox.engine.runtime.controller import Controller
+from dsbox.engine.runtime.engine import Engine
 
 
-def _config(ckpt, **kw) -> EngineConfig:
-    kw.setdefault("kv_cache_memory", 2 << 20)
-    return EngineConfig(model=str(ckpt), dtype="float32", device="cpu", **kw)
+def _config(ckpt, placement: str, **kw) -> EngineConfig:
+    kw.setdefault("kv_cache_memory", 4 << 20)
+    return EngineConfig(model=str(ckpt), dtype="float32", device="cpu", placement=placement,
+                        **kw)
 
 
 def _wait(pred, timeout: float) -> bool:
@@ -31,7 +33,7 @@ def _wait(pred, timeout: float) -> bool:
     return pred()
 
 
-def _in_flight(ctl: Controller, rng: random.Random) -> list[int]:
+def _in_flight(ctl: Engine, rng: random.Random) -> list[int]:
     """Ids in a KV pull or a prefill step right now (read racily from the test thread)."""
     picked = []
     pulls = [p.seq.seq_id for p in list(ctl._pulls.values())]
@@ -43,21 +45,23 @@ def _in_flight(ctl: Controller, rng: random.Random) -> list[int]:
     return picked
 
 
-def test_random_aborts_free_every_block(preln_ckpt):
-    """>= 500 requests, aborted at random moments: no block is held anywhere at the end."""
+def test_random_aborts_leave_nothing_behind(preln_ckpt):
+    """1,000 requests, aborted at random moments: no block is held anywhere at the end, and
+    every per-request map of the engine and its workers is empty."""
     rng = random.Random(0)
     per_block = 2 * 3 * 16 * 64 * 4
-    cfg = _config(preln_ckpt, kv_cache_memory=64 * per_block,
-                  kv_cache_memory_decode=12 * per_block, max_num_batched_tokens=256)
+    cfg = _config(preln_ckpt, "prefill:tp=1;decode:tp=1", kv_cache_memory=64 * per_block,
+                  kv_cache_memory_decode=12 * per_block, max_num_batched_tokens=256,
+                  max_model_len=192)
     finals: dict[int, object] = {}
 
     def on_output(out):
         if out.finished:
             finals[out.request_id] = out
 
-    with Controller(cfg, "prefill:tp=1;decode:tp=1") as ctl:
+    with open_engine(cfg) as ctl:
         rids = []
-        for _ in range(520):
+        for _ in range(1000):
             prompt = [2] + [rng.randrange(4, 50000) for _ in range(rng.randrange(1, 60))]
             params = SamplingParams(max_tokens=rng.randrange(1, 24), temperature=0,
                                     ignore_eos=True)
@@ -73,9 +77,14 @@ def test_random_aborts_free_every_block(preln_ckpt):
             ctl.abort(rid)
             time.sleep(rng.random() * 0.01)
         assert _wait(lambda: len(finals) == len(rids), 120), f"{len(finals)} of {len(rids)}"
-        assert _wait(lambda: all(s.kv_blocks_used == 0 for s in ctl.status()), 5), \
-            ctl.status()
-        stages = dict(ctl.abort_stages)
+        assert _wait(lambda: ctl.stats().kv_blocks_used == 0, 5), ctl.stats()
+        sizes = ctl.state_sizes()
+        assert not any(sizes.values()), {k: v for k, v in sizes.items() if v}
+        stats = ctl.stats()
+        stages = dict(stats.aborted_at)
+    assert stats.num_requests == len(rids) == stats.num_finished()
+    assert stats.finished_by_reason()["abort"] == sum(o.finish_reason == "abort"
+                                                       for o in finals.values())
     reasons = {o.finish_reason for o in finals.values()}
     assert reasons <= {"length", "abort"} and "abort" in reasons
     assert all(o.error is None for o in finals.values())
@@ -88,14 +97,14 @@ def test_random_aborts_free_every_block(preln_ckpt):
 def test_small_decode_pool_requests_wait_in_prefill_memory(preln_ckpt):
     per_block = 2 * 3 * 16 * 64 * 4
     # decode holds ~3 requests of ~80 tokens at once; 24 requests arrive together
-    cfg = _config(preln_ckpt, kv_cache_memory=256 * per_block,
-                  kv_cache_memory_decode=16 * per_block)
+    cfg = _config(preln_ckpt, "prefill:tp=1;decode:tp=1", kv_cache_memory=256 * per_block,
+                  kv_cache_memory_decode=16 * per_block, max_model_len=256)
     rng = random.Random(1)
     prompts = [[2] + [rng.randrange(4, 50000) for _ in range(60)] for _ in range(24)]
-    with Controller(cfg, "prefill:tp=1;decode:tp=1") as ctl:
+    with open_engine(cfg) as ctl:
         outs = ctl.generate(prompts, SamplingParams(max_tokens=20, temperature=0,
                                                     ignore_eos=True))
-        assert all(s.kv_blocks_used == 0 for s in ctl.status())
+        assert ctl.stats().kv_blocks_used == 0
     assert all(o.error is None and o.finish_reason == "length" for o in outs)
     assert all(len(o.token_ids) == 20 for o in outs)
     waited = [o.lifecycle.transfer_start - o.lifecycle.decode_queued for o in outs]
@@ -103,7 +112,7 @@ def test_small_decode_pool_requests_wait_in_prefill_memory(preln_ckpt):
 
 
 def test_killed_worker_fails_its_requests_fast(preln_ckpt):
-    cfg = _config(preln_ckpt, kv_cache_memory=8 << 20)
+    cfg = _config(preln_ckpt, "prefill:tp=1*2;decode:tp=1", kv_cache_memory=8 << 20)
     rng = random.Random(2)
     finals: dict[int, object] = {}
 
@@ -111,16 +120,16 @@ def test_killed_worker_fails_its_requests_fast(preln_ckpt):
         if out.finished:
             finals[out.request_id] = out
 
-    with Controller(cfg, "prefill:tp=1*2;decode:tp=1") as ctl:
+    with open_engine(cfg) as ctl:
         victim = ctl.instances[0]
         params = SamplingParams(max_tokens=400, temperature=0, ignore_eos=True)
         rids = [ctl.submit([2] + [rng.randrange(4, 50000) for _ in range(300)], params,
                            on_output) for _ in range(12)]
         assert _wait(lambda: victim.scheduler.num_waiting + len(victim.in_flight) > 0
-                     or victim.status().num_prefilled > 0, 30)
+                     or len(victim.scheduler.prefilled) > 0, 30)
         killed_at = time.monotonic()
-        os.kill(victim.processes[0].pid, signal.SIGKILL)
-        assert _wait(lambda: not ctl.status()[0].healthy, 5)
+        os.kill(victim.executor.processes[0].pid, signal.SIGKILL)
+        assert _wait(lambda: not ctl.health().instances[0][2], 5)
         failed = lambda: [o for o in finals.values() if o.error]  # noqa: E731
         assert _wait(lambda: len(failed()) > 0, 5)
         assert time.monotonic() - killed_at < 5
@@ -129,9 +138,9 @@ def test_killed_worker_fails_its_requests_fast(preln_ckpt):
         later = ctl.generate([[2, 100, 200, 300]] * 3, short)
         assert all(o.error is None and len(o.token_ids) == 4 for o in later)
         assert _wait(lambda: len(finals) == len(rids), 300)
-        status = ctl.status()
-    assert not status[0].healthy and status[0].error
-    assert status[1].healthy and status[2].healthy
+        health = ctl.health()
+    assert not health.ok and not health.instances[0][2] and health.instances[0][3]
+    assert health.instances[1][2] and health.instances[2][2]
     errors = [o for o in finals.values() if o.error]
     assert all("instance 0" in o.error for o in errors)
     ok = [o for o in finals.values() if not o.error]
@@ -145,11 +154,12 @@ if __name__ == "__main__":
     llm = LLM(model=sys.argv[1], dtype="float32", device="cpu", kv_cache_memory=4 << 20,
               placement="prefill:tp=2;decode:tp=1")
     llm.generate([[2, 5, 6]], SamplingParams(max_tokens=2, temperature=0))
-    print("PIDS", *[p.pid for i in llm.controller.instances for p in i.processes], flush=True)
+    procs = [p for i in llm.client.instances for p in i.executor.processes]
+    print("PIDS", *[p.pid for p in procs], flush=True)
     if sys.argv[2] == "raise":
         raise RuntimeError("boom in the parent")
     llm.close()
-    alive = [p.pid for i in llm.controller.instances for p in i.processes if p.is_alive()]
+    alive = [p.pid for p in procs if p.is_alive()]
     print("ALIVE_AFTER_CLOSE", len(alive), flush=True)
 """
 
@@ -187,8 +197,8 @@ def test_no_child_left_behind(preln_ckpt, tmp_path, how):
 def test_stream_yields_tokens_and_cancel_aborts(preln_ckpt):
     import asyncio
 
-    cfg = _config(preln_ckpt, kv_cache_memory=4 << 20)
-    with Controller(cfg, "colocated:tp=1") as ctl:
+    cfg = _config(preln_ckpt, "colocated:tp=1", executor="workers")
+    with open_engine(cfg) as ctl:
 
         async def run():
             seen = []
@@ -204,6 +214,6 @@ def test_stream_yields_tokens_and_cancel_aborts(preln_ckpt):
         seen, first = asyncio.run(run())
         assert seen == [1, 2, 3, 4, 5, 6]
         assert len(first.token_ids) >= 1 and not first.finished
-        assert _wait(lambda: ctl.status()[0].kv_blocks_used == 0
-                     and ctl.status()[0].num_running == 0, 10)
-        assert ctl.abort_stages.total() == 1
+        assert _wait(lambda: ctl.stats().kv_blocks_used == 0
+                     and ctl.stats().num_unfinished == 0, 10)
+        assert sum(ctl.stats().aborted_at.values()) == 1

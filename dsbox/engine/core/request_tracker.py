@@ -128,4 +128,5 @@ class RequestTracker:
             lifecycle=seq.lifecycle,
             error=req.error,
             new_text=req.new_text,
+            logprobs=None if seq.logprobs is None else list(seq.logprobs),
         )

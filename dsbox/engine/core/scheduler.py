@@ -197,15 +197,16 @@ class Scheduler:
         self.waiting.appendleft(seq)
 
     def on_step_done(self, output: SchedulerOutput, token_ids: list[int],
-                     now: float) -> list[Sequence]:
-        """Record one sampled token per scheduled sequence; returns the ones that finished."""
+                     now: float, logprobs: list | None = None) -> list[Sequence]:
+        """Record one sampled token (and its logprob, when asked for) per scheduled
+        sequence; returns the ones that finished."""
         finished = []
-        for sched, token in zip(output.seqs, token_ids, strict=True):
+        for i, (sched, token) in enumerate(zip(output.seqs, token_ids, strict=True)):
             seq = self.seqs.get(sched.seq_id)
             if seq is None or seq.is_finished:  # aborted while the step ran
                 continue
             seq.num_computed_tokens = sched.context_len
-            seq.append_token(token, now)
+            seq.append_token(token, now, None if logprobs is None else logprobs[i])
             if output.phase is Phase.PREFILL:
                 self._after_prefill(seq, now)
             reason = seq.check_stop()

@@ -42,6 +42,7 @@ class Sequence:
     num_computed_tokens: int = 0
     finish_reason: FinishReason | None = None
     eos_token_id: int | None = None
+    logprobs: list | None = None  # one entry per output token when params.logprobs is set
 
     @property
     def num_prompt_tokens(self) -> int:
@@ -72,9 +73,13 @@ class Sequence:
             return self.output_token_ids[start - n_prompt:]
         return list(self.prompt_token_ids[start:]) + self.output_token_ids
 
-    def append_token(self, token_id: int, now: float) -> None:
+    def append_token(self, token_id: int, now: float, logprob=None) -> None:
         self.output_token_ids.append(token_id)
         self.lifecycle.token_times.append(now)
+        if logprob is not None:
+            if self.logprobs is None:
+                self.logprobs = []
+            self.logprobs.append(logprob)
 
     def check_stop(self) -> FinishReason | None:
         """Stop conditions that need no text: length, EOS, stop token ids."""

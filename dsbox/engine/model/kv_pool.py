@@ -63,3 +63,26 @@ def allocate_pool(num_layers: int, num_blocks: int, block_size: int, num_heads: 
     if shared and device.type == "cpu":
         pool.share_memory_()
     return pool
+
+
+SHM_PATH = "/dev/shm"
+
+
+def shared_memory_check(budgets: list[int | None], path: str = SHM_PATH) -> None:
+    """CPU worker processes keep their KV pools in shared memory (``/dev/shm``): raise
+    ValueError, naming the size needed and the fix, when it cannot hold them all (Docker
+    gives containers 64 MB unless told otherwise). ``budgets``: each CPU worker's
+    ``kv_cache_memory`` (None: the default share of free RAM)."""
+    try:
+        st = os.statvfs(path)
+    except OSError:
+        return  # no /dev/shm here: torch shares memory some other way
+    free = st.f_bavail * st.f_frsize
+    cpu = torch.device("cpu")
+    need = sum(kv_budget(cpu, b, 1.0) for b in budgets)
+    if need > free:
+        gib = -(-need // 2**30)
+        raise ValueError(
+            f"{path} has {free / 2**20:.0f} MiB free but the {len(budgets)} CPU workers' KV "
+            f"pools need {need / 2**20:.0f} MiB: give the container more shared memory "
+            f"(docker run --shm-size={gib}g) or lower kv_cache_memory")

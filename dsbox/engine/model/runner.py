@@ -10,7 +10,7 @@ import torch
 
 from dsbox.engine.core.step_batch import StepBatch
 from dsbox.engine.model.attention import AttentionBackend, AttentionMetadata
-from dsbox.engine.model.sampler import sample
+from dsbox.engine.model.sampler import sample, token_logprobs
 
 
 class ModelRunner:
@@ -69,10 +69,11 @@ class ModelRunner:
 
     @torch.inference_mode()
     def execute(self, batch: StepBatch, hidden_in: torch.Tensor | None = None
-                ) -> list[int] | torch.Tensor:
+                ) -> tuple[list[int], list | None] | torch.Tensor:
         """Run the step (this runner's layers). The last stage returns one sampled token per
-        sequence; an earlier stage returns the hidden states for the next one, and a later
-        stage takes them as ``hidden_in``."""
+        sequence and their logprobs (None unless a request asked for them); an earlier
+        stage returns the hidden states for the next one, and a later stage takes them as
+        ``hidden_in``."""
         input_ids, positions, meta, last_rows = self.prepare(batch)
         model = self.model
         x = model.embed(input_ids, positions) if self.is_first else hidden_in
@@ -80,7 +81,8 @@ class ModelRunner:
         if not self.is_last:
             return x
         logits = model.compute_logits(model.head(x[last_rows]))
-        return sample(logits, batch.params, batch.output_index, self.generator)
+        tokens = sample(logits, batch.params, batch.output_index, self.generator)
+        return tokens, token_logprobs(logits, batch.params, tokens)
 
     @torch.inference_mode()
     def logits(self, batch: StepBatch) -> torch.Tensor:

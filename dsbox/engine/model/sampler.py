@@ -6,9 +6,39 @@ tokens do not depend on what it is batched with, on preemption, or on which work
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 
 from dsbox.engine.core.sampling_params import SamplingParams
+
+
+@dataclass(frozen=True, slots=True)
+class TokenLogprob:
+    """The log-probability of a sampled token under the model, and the ``top`` most likely
+    tokens (id, logprob), best first (as many as the request asked for)."""
+
+    logprob: float
+    top: tuple[tuple[int, float], ...] = ()
+
+
+def token_logprobs(logits: torch.Tensor, params: tuple[SamplingParams, ...],
+                   tokens: list[int]) -> list[TokenLogprob | None] | None:
+    """Logprobs of the sampled ``tokens`` (raw model distribution, before temperature and
+    filters) for the rows whose request asked for them; None when no row did."""
+    rows = [i for i, p in enumerate(params) if p.logprobs is not None]
+    if not rows:
+        return None
+    lp = torch.log_softmax(logits[rows].float(), dim=-1)
+    picked = lp[torch.arange(len(rows)), torch.tensor([tokens[i] for i in rows])].tolist()
+    k = max(params[i].logprobs for i in rows)
+    top_v, top_i = lp.topk(k, dim=-1) if k else (lp[:, :0], lp[:, :0].long())
+    out: list[TokenLogprob | None] = [None] * len(params)
+    for j, i in enumerate(rows):
+        n = params[i].logprobs
+        out[i] = TokenLogprob(picked[j], tuple(zip(top_i[j, :n].tolist(),
+                                                   top_v[j, :n].tolist(), strict=True)))
+    return out
 
 
 def _filter_top_k_top_p(logits: torch.Tensor, top_k: torch.Tensor,

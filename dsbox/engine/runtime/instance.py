@@ -1,13 +1,17 @@
-"""Instance: in the controller, the handle of one TP x PP group of worker processes.
+"""Instance: in the engine, one TP x PP group of devices serving one role.
 
-It owns the instance's scheduler (colocated, prefill or decode), its workers' inboxes and
-processes, and the steps and pulls in flight. It never blocks: the controller's loop calls
-``submit_steps`` and feeds results back.
+It owns the instance's scheduler (colocated, prefill or decode), its executor (worker
+processes or an in-process device worker), the step encoder that tracks what its workers
+know, the steps in flight, and its counters (steps, KV bytes moved). It never blocks: the
+engine's loop calls :meth:`submit_steps` and feeds results back. Every way a request leaves
+the instance (finish, release after a pull, preemption) goes through here, so its workers
+forget the request with the next step.
 """
 
 from __future__ import annotations
 
 import itertools
+from collections import deque
 from dataclasses import dataclass, field
 
 from dsbox.engine.core.block_manager import BlockManager
@@ -19,54 +23,47 @@ from dsbox.engine.core.scheduler import (
     SchedulerOutput,
     decode_micro_batch_cap,
 )
-from dsbox.engine.core.step_batch import build_step_batch
-from dsbox.engine.runtime.worker import Pull, Step, WorkerSpec
+from dsbox.engine.core.sequence import FinishReason
+from dsbox.engine.runtime.messages import PullKV
+from dsbox.engine.runtime.step_protocol import StepEncoder
+from dsbox.metrics.stats import InstanceStats
 
 SCHEDULERS = {"colocated": Scheduler, "prefill": PrefillScheduler, "decode": DecodeScheduler}
-
-
-@dataclass(slots=True)
-class InstanceStatus:
-    """What the dashboard and /metrics show of one instance."""
-
-    instance_id: int
-    role: str
-    tp: int
-    pp: int
-    devices: tuple[str, ...]
-    healthy: bool
-    num_waiting: int
-    num_running: int
-    num_prefilled: int       # prefill: KV held, waiting to be pulled
-    num_pending_pull: int    # decode: offered, not pulled yet
-    kv_blocks_used: int
-    kv_blocks_total: int
-    error: str | None = None
+RATE_WINDOW_S = 5.0  # the KV transfer rate is measured over this many seconds
 
 
 @dataclass(slots=True)
 class Instance:
-    instance_id: int
+    index: int                    # position in the placement's expanded instance list
     role: str
     tp: int
     pp: int
-    workers: list[WorkerSpec]
-    processes: list = field(default_factory=list)
-    inboxes: list = field(default_factory=list)
+    devices: tuple[str, ...]
+    executor: object = None
     scheduler: Scheduler | None = None
     healthy: bool = True
     error: str | None = None
     in_flight: dict[int, SchedulerOutput] = field(default_factory=dict)
-    stage0_busy: bool = False  # a step is in the first pipeline stage (the whole model, pp=1)
+    stage0_busy: bool = False     # a step is in the first pipeline stage (whole model, pp=1)
+    encoder: StepEncoder = field(default_factory=StepEncoder)
+    num_steps: int = 0
+    kv_bytes_in: int = 0
+    kv_bytes_out: int = 0
+    _transfers: deque = field(default_factory=deque)  # (time, bytes) within RATE_WINDOW_S
     _step_ids: itertools.count = field(default_factory=itertools.count)
+
+    @property
+    def instance_id(self) -> int:
+        return self.index
+
+    @property
+    def name(self) -> str:
+        return f"{self.role} instance {self.index}"
 
     def make_scheduler(self, num_blocks: int, block_size: int, config: SchedulerConfig) -> None:
         self.scheduler = SCHEDULERS[self.role](config, BlockManager(num_blocks, block_size))
 
-    def send_all(self, cmd) -> None:
-        for q in self.inboxes:
-            q.put(cmd)
-
+    # --- steps ---------------------------------------------------------------------------
     def busy_seq_ids(self) -> set[int]:
         return {s.seq_id for out in self.in_flight.values() for s in out.seqs}
 
@@ -77,34 +74,80 @@ class Instance:
         if not self.healthy or self.stage0_busy:
             return 0
         cap = decode_micro_batch_cap(sched.num_running, self.pp)
-        out = sched.schedule(now, self.busy_seq_ids(), cap)
+        busy = self.busy_seq_ids() if self.in_flight else ()
+        out = sched.schedule(now, busy, cap)
         if out is None or not out.seqs:
+            if out is not None:  # a step that only preempted
+                for sid in out.preempted:
+                    self.encoder.forget(sid)
+            if self.encoder.to_drop:  # no step will carry the news: tell the workers now
+                self.executor.forget(self.encoder.take_dropped())
             return 0
         step_id = next(self._step_ids)
         self.in_flight[step_id] = out
         self.stage0_busy = True
-        self.send_all(Step(step_id, build_step_batch(out, sched.seqs)))
+        self.num_steps += 1
+        self.executor.run_step(step_id, self.encoder.encode(out, sched.seqs))
         return 1
 
     def stage0_done(self) -> None:
         """The first stage passed its step on (PP), or a step finished (no PP)."""
         self.stage0_busy = False
 
-    def pull(self, pull_id: int, src_instance: int, src_blocks: list[int],
-             dst_blocks: list[int]) -> None:
-        self.send_all(Pull(pull_id, src_instance, list(src_blocks), list(dst_blocks)))
+    # --- requests leaving ----------------------------------------------------------------
+    def finish(self, seq_id: int, reason: FinishReason, now: float) -> None:
+        self.scheduler.finish(seq_id, reason, now)
+        self.encoder.forget(seq_id)
 
-    def status(self) -> InstanceStatus:
+    def release(self, seq_id: int) -> None:
+        """Prefill: a decode instance has the KV of ``seq_id``; free it here."""
+        self.encoder.forget(seq_id)
+
+    # --- KV transfer ---------------------------------------------------------------------
+    def pull(self, pull_id: int, src: Instance, seq_id: int) -> None:
+        self.executor.pull(PullKV(
+            pull_id, src.index, tuple(src.scheduler.block_manager.block_table(seq_id)),
+            tuple(self.scheduler.block_manager.block_table(seq_id))))
+
+    def count_transfer(self, nbytes: int, now: float, incoming: bool) -> None:
+        if incoming:
+            self.kv_bytes_in += nbytes
+        else:
+            self.kv_bytes_out += nbytes
+        self._transfers.append((now, nbytes))
+        self._prune(now)
+
+    def _prune(self, now: float) -> None:
+        while self._transfers and self._transfers[0][0] < now - RATE_WINDOW_S:
+            self._transfers.popleft()
+
+    # --- state ---------------------------------------------------------------------------
+    def stats(self, now: float) -> InstanceStats:
         s = self.scheduler
         bm = s.block_manager if s is not None else None
-        return InstanceStatus(
-            instance_id=self.instance_id, role=self.role, tp=self.tp, pp=self.pp,
-            devices=tuple(w.device for w in self.workers), healthy=self.healthy,
+        self._prune(now)
+        return InstanceStats(
+            instance_id=self.index, role=self.role, tp=self.tp, pp=self.pp,
+            devices=self.devices, healthy=self.healthy,
             num_waiting=s.num_waiting if s else 0,
-            num_running=s.num_running if s else 0,
+            num_running=(len(self.busy_seq_ids()) if self.role == "prefill"
+                         else s.num_running if s else 0),
             num_prefilled=len(getattr(s, "prefilled", ())),
             num_pending_pull=len(getattr(s, "pending", ())) + len(getattr(s, "pulling", ())),
             kv_blocks_used=bm.num_used_blocks if bm else 0,
             kv_blocks_total=bm.num_blocks if bm else 0,
-            error=self.error,
-        )
+            kv_bytes_in=self.kv_bytes_in, kv_bytes_out=self.kv_bytes_out,
+            kv_transfer_rate=sum(b for _, b in self._transfers) / RATE_WINDOW_S,
+            num_steps=self.num_steps, error=self.error)
+
+    def state_sizes(self) -> dict[str, int]:
+        """Sizes of every per-request map held for this instance (tests: all 0 when idle)."""
+        s = self.scheduler
+        sizes = {"in_flight": len(self.in_flight), "encoder.known": len(self.encoder.known),
+                 "scheduler.seqs": len(s.seqs), "scheduler.waiting": len(s.waiting),
+                 "scheduler.running": len(s.running),
+                 "block_tables": len(s.block_manager.held_by())}
+        for name in ("prefilled", "pending", "pulling"):
+            if hasattr(s, name):
+                sizes[f"scheduler.{name}"] = len(getattr(s, name))
+        return sizes

@@ -1,0 +1,203 @@
+"""Start-up of an engine's devices: worker processes, or device workers in this process.
+
+Both launchers follow the same handshake (:mod:`messages`): every worker loads its weights;
+once all have, each measures the KV blocks its device can hold; the engine decides each
+instance's block count (:meth:`allocate`); pools are allocated and prefill pools are handed
+to the decode workers that will pull from them. A failure anywhere raises
+:class:`EngineStartupError` whose message is the failing worker's own first error line, and
+leaves no process behind.
+
+Worker processes fork from a forkserver that imported torch and the worker code once (fast
+start-up; like spawn, no CUDA state is inherited). A script that creates a multi-process
+engine at import time must do so under ``if __name__ == "__main__":`` (Python's rule for
+every start method but fork); dsbox says so when it sees the mistake.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+import queue
+import time
+from collections import deque
+from dataclasses import dataclass
+
+import torch.multiprocessing as tmp
+
+from dsbox.engine.runtime.device_worker import DeviceWorker, WorkerSpec
+from dsbox.engine.runtime.executors import LocalExecutor, ProcessExecutor
+from dsbox.engine.runtime.messages import (
+    AllocateKV,
+    KVCapacity,
+    MeasureKV,
+    WorkerFailed,
+    WorkerLoaded,
+    WorkerStarted,
+)
+from dsbox.engine.runtime.worker import worker_main
+
+PRELOAD = ["dsbox.engine.runtime.worker", "dsbox.engine.model.runner",
+           "dsbox.engine.model.weights", "dsbox.engine.runtime.parallel"]
+
+
+class EngineStartupError(RuntimeError):
+    """A worker failed while the engine started; the message is its first error line."""
+
+    def __init__(self, message: str, detail: str = "") -> None:
+        super().__init__(message)
+        self.detail = detail
+
+
+@dataclass(frozen=True, slots=True)
+class InstancePlan:
+    """One instance to start: its role, shape and one WorkerSpec per rank."""
+
+    instance_id: int
+    role: str
+    tp: int
+    pp: int
+    workers: tuple[WorkerSpec, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class Capacity:
+    """What an instance's smallest device can hold."""
+
+    num_blocks: int
+    bytes_per_block: int  # on one device (its shard of layers and heads)
+
+
+def guard_against_reimport() -> None:
+    """Creating an engine inside a worker's start-up means the user's script re-ran while
+    a worker imported it: say how to fix it instead of spawning workers recursively."""
+    if multiprocessing.parent_process() is not None and \
+            multiprocessing.current_process().name.startswith("dsbox-"):
+        raise RuntimeError(
+            "a dsbox engine was created while a worker process imported your script: create "
+            "multi-process engines (a placement, LLM(placement=...)) under "
+            "`if __name__ == \"__main__\":`")
+
+
+class ProcessLauncher:
+    """Worker processes for every instance of a placement."""
+
+    def __init__(self, plans: list[InstancePlan], timeout: float) -> None:
+        guard_against_reimport()
+        self.plans = plans
+        self.timeout = timeout
+        ctx = tmp.get_context("forkserver")
+        ctx.set_forkserver_preload(PRELOAD)
+        self.results = ctx.Queue()
+        self.executors: dict[int, ProcessExecutor] = {}
+        prefill = [p for p in plans if p.role == "prefill"]
+        decode = [p for p in plans if p.role == "decode"]
+        # one queue per (prefill worker, decode worker): the prefill pool is handed over once
+        links = {(p.instance_id, pw.rank, d.instance_id, dw.rank): ctx.Queue()
+                 for p in prefill for pw in p.workers for d in decode for dw in d.workers}
+        try:
+            for plan in plans:
+                processes, inboxes = [], []
+                for w in plan.workers:
+                    exports = [q for (pi, pr, _di, _dr), q in links.items()
+                               if pi == plan.instance_id and pr == w.rank]
+                    imports = {(pi, pr): q for (pi, pr, di, dr), q in links.items()
+                               if di == plan.instance_id and dr == w.rank}
+                    inbox = ctx.Queue()
+                    proc = ctx.Process(
+                        target=worker_main, name=f"dsbox-{w.role}{w.instance_id}-rank{w.rank}",
+                        args=(w, inbox, self.results, exports, imports, os.getpid()),
+                        daemon=True)
+                    proc.start()
+                    processes.append(proc)
+                    inboxes.append(inbox)
+                self.executors[plan.instance_id] = ProcessExecutor(plan.instance_id, processes,
+                                                                   inboxes)
+            self._collect(WorkerLoaded)
+        except BaseException:
+            self.kill()
+            raise
+
+    def measure(self) -> dict[int, Capacity]:
+        for ex in self.executors.values():
+            ex.send_all(MeasureKV())
+        got = self._collect(KVCapacity)
+        return {p.instance_id: Capacity(min(got[(p.instance_id, w.rank)].num_blocks
+                                            for w in p.workers),
+                                        max(got[(p.instance_id, w.rank)].bytes_per_block
+                                            for w in p.workers))
+                for p in self.plans}
+
+    def allocate(self, num_blocks: dict[int, int]) -> None:
+        for iid, ex in self.executors.items():
+            ex.send_all(AllocateKV(num_blocks[iid]))
+        self._collect(WorkerStarted)
+
+    def _collect(self, kind: type) -> dict[tuple[int, int], object]:
+        """Wait for message ``kind`` from every worker; raise on an error or a death."""
+        want = {(p.instance_id, w.rank) for p in self.plans for w in p.workers}
+        got: dict[tuple[int, int], object] = {}
+        deadline = time.monotonic() + self.timeout
+        dead_since = None
+        while want - set(got):
+            try:
+                msg = self.results.get(timeout=0.2)
+            except queue.Empty:
+                dead = self._dead_worker()
+                if dead is not None:
+                    # its own error report may still be on its way: give it a moment
+                    dead_since = dead_since or time.monotonic()
+                    if time.monotonic() - dead_since > 1.0:
+                        raise EngineStartupError(dead) from None
+                if time.monotonic() > deadline:
+                    raise EngineStartupError(
+                        f"workers not past {kind.__name__} after {self.timeout:.0f} s") from None
+                continue
+            if isinstance(msg, WorkerFailed):
+                raise EngineStartupError(msg.message, msg.detail)
+            if isinstance(msg, kind):
+                got[(msg.instance_id, msg.rank)] = msg
+        return got
+
+    def _dead_worker(self) -> str | None:
+        """A message naming a worker that has exited, if one has."""
+        for plan in self.plans:
+            ex = self.executors.get(plan.instance_id)
+            for w, p in zip(plan.workers, ex.processes if ex else (), strict=False):
+                if not p.is_alive():
+                    return f"worker {w.name} died during start-up (exit code {p.exitcode})"
+        return None
+
+    def kill(self) -> None:
+        for ex in self.executors.values():
+            ex.kill()
+
+
+class LocalLauncher:
+    """Device workers in this process (every instance on one device: tp = pp = 1)."""
+
+    def __init__(self, plans: list[InstancePlan], out: deque) -> None:
+        bad = [p for p in plans if p.tp * p.pp != 1]
+        if bad:
+            raise ValueError("in-process instances run on one device each (tp=pp=1); "
+                             "use worker processes for tensor or pipeline parallelism")
+        self.plans = plans
+        self.results = None
+        self.workers = {p.instance_id: DeviceWorker(p.workers[0]) for p in plans}
+        self.executors = {iid: LocalExecutor(iid, w, out) for iid, w in self.workers.items()}
+
+    def measure(self) -> dict[int, Capacity]:
+        return {iid: Capacity(w.kv_capacity(), w.bytes_per_block)
+                for iid, w in self.workers.items()}
+
+    def allocate(self, num_blocks: dict[int, int]) -> None:
+        for iid, w in self.workers.items():
+            w.allocate(num_blocks[iid])
+        prefill = [p for p in self.plans if p.role == "prefill"]
+        for plan in self.plans:
+            if plan.role == "decode":
+                self.executors[plan.instance_id].sources = {
+                    p.instance_id: [(self.workers[p.instance_id].pool,
+                                     self.workers[p.instance_id].shard)] for p in prefill}
+
+    def kill(self) -> None:
+        pass
