@@ -62,8 +62,8 @@ def kernel_bandwidth(prompt_len: int, block_size: int = 16, reps: int = 20) -> f
 def runtime_bandwidth(prompt_len: int, requests: int) -> tuple[float, float]:
     """Median and best per-request pull bandwidth (bytes/s, read + write) in the runtime."""
     from dsbox import SamplingParams
-    from dsbox.config import EngineConfig, get_model_spec
     from dsbox.client import open_engine
+    from dsbox.config import EngineConfig, get_model_spec
 
     spec = get_model_spec("opt-1.3b")
     cfg = EngineConfig(model="opt-1.3b", dummy_weights=True, dtype="float16", device="cuda",
