@@ -207,11 +207,13 @@ def test_poisson_arrivals_edge_cases() -> None:
 
 
 def test_make_trace() -> None:
-    requests = [RequestSpec(10 + i, 5 + i, source=str(i)) for i in range(50)]
+    requests = [RequestSpec(10 + i, 5 + i, prompt=f"p{i}") for i in range(50)]
     trace = make_trace(requests, rate=4.0, num_requests=30, seed=7)
     assert len(trace) == 30
-    assert [t for t, _ in trace] == sorted(t for t, _ in trace)
-    assert len({r.source for _, r in trace}) == 30  # no repeats when the workload is enough
+    assert list(trace.arrivals) == sorted(trace.arrivals)
+    assert len(set(trace.prompts)) == 30  # no repeats when the workload is enough
+    assert all(p == 10 + int(t[1:]) for p, t in zip(trace.prompt_lens, trace.prompts,
+                                                    strict=True))
     assert make_trace(requests, 4.0, 30, seed=7) == trace
     assert make_trace(requests, 4.0, 30, seed=8) != trace
     assert len(make_trace(requests, 4.0, 200, seed=0)) == 200  # with replacement

@@ -14,7 +14,10 @@ from dataclasses import dataclass
 from dsbox.config.placement import ROLES
 from dsbox.config.slo import SLO
 from dsbox.metrics.lifecycle import Lifecycle
+from dsbox.metrics.records import RequestRecord
+from dsbox.metrics.report import slo_attainment
 from dsbox.placement.latency import InstanceLatency
+from dsbox.workloads.trace import Trace
 
 
 @dataclass(frozen=True, slots=True)
@@ -89,30 +92,7 @@ class SimSetup:
         return min(i.kv_capacity_tokens for i in self.instances)
 
 
-@dataclass(frozen=True, slots=True)
-class SimTrace:
-    """Requests to simulate: arrival time (s), prompt and output token counts."""
-
-    arrivals: tuple[float, ...]
-    prompt_lens: tuple[int, ...]
-    output_lens: tuple[int, ...]
-
-    def __post_init__(self) -> None:
-        n = len(self.arrivals)
-        if len(self.prompt_lens) != n or len(self.output_lens) != n:
-            raise ValueError("arrivals, prompt_lens and output_lens differ in length")
-        if any(x < 1 for x in self.prompt_lens) or any(x < 1 for x in self.output_lens):
-            raise ValueError("prompt and output lengths must be >= 1")
-        if any(b < a for a, b in zip(self.arrivals, self.arrivals[1:], strict=False)):
-            raise ValueError("arrivals must be non-decreasing")
-
-    def __len__(self) -> int:
-        return len(self.arrivals)
-
-    @property
-    def max_total_tokens(self) -> int:
-        return max((p + o for p, o in zip(self.prompt_lens, self.output_lens, strict=True)),
-                   default=0)
+SimTrace = Trace  # the simulator reads the same trace type as a real run
 
 
 @dataclass(slots=True)
@@ -144,10 +124,17 @@ class SimResult:
         slo = slo or self.slo
         if slo is None:
             raise ValueError("no SLO given")
-        if not self.lifecycles:
-            return 0.0
-        met = sum(lc.finish is not None and slo.met(lc.ttft, lc.tpot) for lc in self.lifecycles)
-        return met / len(self.lifecycles)
+        return slo_attainment(self.records(), slo)
+
+    def records(self, trace: Trace | None = None) -> list[RequestRecord]:
+        """The requests as the metrics report reads them (a request still running when the
+        run stopped has finish reason ``error``: it did not complete)."""
+        out = []
+        for i, lc in enumerate(self.lifecycles):
+            done = lc.finish is not None and bool(lc.token_times)
+            out.append(RequestRecord(i, trace.prompt_lens[i] if trace else 0,
+                                     len(lc.token_times), "length" if done else "error", lc))
+        return out
 
 
 def required_met(num_requests: int, attainment: float) -> int:

@@ -6,12 +6,14 @@ takes the step time from the latency model instead of running a model, and calls
 ``on_step_done`` at ``now + step_time``. So batching (FCFS to the prefill token budget),
 decode batch caps, KV capacity, preemption and the lifecycle stamps are the engine's.
 
-Flow of a request: arrival -> the least loaded prefill (or colocated) instance -> prefill
-step(s) -> first token. Disaggregated: the prefilled sequence is offered to the least
-loaded decode instance (``add_pending``); ``admit`` reserves its blocks when there is room
-(pull-based), the KV transfer takes ``prompt KV bytes / link bandwidth``, then
-``mark_pulled`` on the decode side and ``release`` on the prefill side. Decode steps follow
-until ``max_tokens``.
+Flow of a request, by the runtime's own routing and handoff rules
+(:mod:`dsbox.engine.core.routing`): arrival -> the least loaded prefill (or colocated)
+instance -> prefill step(s) -> first token. Disaggregated: the prefilled sequence is
+offered to the least loaded decode instance (``add_pending``); ``admit`` reserves its
+blocks when there is room (pull-based), the KV transfer takes ``prompt KV bytes / link
+bandwidth``, then ``mark_pulled`` on the decode side and ``release`` on the prefill side.
+Decode steps follow until ``max_tokens``. Requests arriving at the same instant are all
+queued before any step starts, as the runtime queues a batch it receives at once.
 
 Pipeline parallelism follows the runtime (``Instance.submit_steps``): an instance submits
 its next step whenever its first stage is free, so several steps (micro-batches) are in
@@ -35,6 +37,7 @@ from dataclasses import replace
 
 from dsbox.config.slo import SLO
 from dsbox.engine.core.block_manager import BlockManager
+from dsbox.engine.core.routing import finish_handoff, offer_to_decode, route_new
 from dsbox.engine.core.sampling_params import SamplingParams
 from dsbox.engine.core.scheduler import (
     DecodeScheduler,
@@ -77,6 +80,10 @@ class _Instance:
         self.busy_ids: set[int] = set()  # sequences of the steps in flight (pp > 1 only)
         self.stage_free = [0.0] * self.pp
         self.lazy = LazyDecode(self.sched) if fast and spec.role != "prefill" else None
+
+    @property
+    def scheduler(self) -> Scheduler:  # what the routing rules read
+        return self.sched
 
     def decode_cap(self) -> int | None:
         """The runtime's cap on a decode micro-batch (None without PP)."""
@@ -121,6 +128,7 @@ class Simulator:
         self.num_steps = 0
         self.need_met = required_met(n, slo.attainment) if slo else 0
         self.stopped = False
+        self.touched: set[_Instance] = set()  # instances given same-instant arrivals
 
     # --- event queue ---------------------------------------------------------------------
     def _push(self, time: float, kind: int, a, b=None) -> None:
@@ -190,8 +198,13 @@ class Simulator:
         if self.mode == "decode-only":
             self._prefilled_at_arrival(seq, now)
             return
-        inst = min(self.entry, key=_load)
-        inst.sched.add(seq, now)
+        inst = route_new(seq, self.entry, now)
+        if i + 1 < len(trace) and trace.arrivals[i + 1] == now:
+            self.touched.add(inst)  # the next request arrives now too: queue it first
+            return
+        for other in self.touched:
+            self._try_start(other, now)
+        self.touched.clear()
         self._try_start(inst, now)
 
     def _try_start(self, inst: _Instance, now: float) -> None:
@@ -303,15 +316,13 @@ class Simulator:
             lc.finish = now
             self._finished(seq)
             return
-        decode = min(self.decoders, key=_load)
-        decode.sched.add_pending(seq, now)
+        decode = offer_to_decode(seq, self.decoders, now)
         self._admit(decode, now)
         self._try_start(decode, now)
 
     def _hand_off(self, prefill: _Instance, seq: Sequence, now: float) -> None:
-        decode = min(self.decoders, key=_load)
         self.source[seq.seq_id] = prefill
-        decode.sched.add_pending(seq, now)
+        decode = offer_to_decode(seq, self.decoders, now)
         self._admit(decode, now)
         self._try_start(decode, now)
 
@@ -330,16 +341,13 @@ class Simulator:
                        seq, decode)
 
     def _transfer_done(self, seq: Sequence, decode: _Instance, now: float) -> None:
-        decode.sched.mark_pulled(seq.seq_id, now)
         prefill = self.source.pop(seq.seq_id, None)
-        if prefill is not None:
-            prefill.sched.release(seq.seq_id)
+        if prefill is None:  # decode-only: the KV was there at arrival
+            decode.sched.mark_pulled(seq.seq_id, now)
+        else:
+            finish_handoff(seq.seq_id, prefill.sched, decode.sched, now)
             self._try_start(prefill, now)
         self._try_start(decode, now)
-
-
-def _load(inst: _Instance) -> tuple[int, int]:
-    return len(inst.sched.seqs), inst.index
 
 
 def simulate(setup: SimSetup, trace: SimTrace, slo: SLO | None = None, *,

@@ -11,12 +11,12 @@ from dsbox.workloads.registry import WORKLOAD_NAMES, UnknownWorkloadError, load_
 from dsbox.workloads.sources import MissingDataPackageError
 from dsbox.workloads.spec import (
     RequestSpec,
-    Trace,
     WorkloadStats,
     make_trace,
     poisson_arrivals,
     summarize,
 )
+from dsbox.workloads.trace import Trace
 
 __all__ = [
     "WORKLOAD_NAMES",

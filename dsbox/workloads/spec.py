@@ -1,8 +1,9 @@
 """Request specs, arrival processes and traces shared by the simulator and the benchmark.
 
 A :class:`RequestSpec` is what a workload knows about one request before it runs: the
-prompt (text optional), its token count and how many tokens to generate. A trace pairs
-each request with an arrival time in seconds from the start of a run.
+prompt (text optional), its token count and how many tokens to generate.
+:func:`make_trace` gives a sample of them Poisson arrival times, as a
+:class:`~dsbox.workloads.trace.Trace`.
 """
 
 from __future__ import annotations
@@ -14,9 +15,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from dsbox.workloads.trace import Trace
+
 __all__ = [
     "RequestSpec",
-    "Trace",
     "WorkloadStats",
     "make_trace",
     "poisson_arrivals",
@@ -55,8 +57,6 @@ class RequestSpec:
         return RequestSpec(self.num_prompt_tokens, self.num_output_tokens, None, self.source)
 
 
-#: A trace: ``(arrival time in seconds, request)`` in arrival order.
-Trace = list[tuple[float, RequestSpec]]
 
 
 @dataclass(frozen=True, slots=True)
@@ -105,7 +105,7 @@ def make_trace(
 
     Requests are drawn at random without replacement when ``num_requests`` is at most the
     workload's size, with replacement otherwise. One ``seed`` fixes both the draw and the
-    arrivals.
+    arrivals. Prompt texts are kept when the requests have them.
     """
     if not requests:
         raise ValueError("cannot make a trace from an empty workload")
@@ -113,6 +113,10 @@ def make_trace(
         raise ValueError(f"num_requests must be >= 0, got {num_requests}")
     rng = np.random.default_rng(seed)
     replace = num_requests > len(requests)
-    picks = rng.choice(len(requests), size=num_requests, replace=replace)
+    picks = [requests[int(i)] for i in rng.choice(len(requests), size=num_requests,
+                                                 replace=replace)]
     arrivals = poisson_arrivals(rate, num_requests, seed=int(rng.integers(2**31)))
-    return [(t, requests[int(i)]) for t, i in zip(arrivals, picks, strict=True)]
+    prompts = tuple(r.prompt for r in picks)
+    return Trace(tuple(arrivals), tuple(r.num_prompt_tokens for r in picks),
+                 tuple(r.num_output_tokens for r in picks),
+                 prompts if any(p is not None for p in prompts) else None)
