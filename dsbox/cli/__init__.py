@@ -26,4 +26,23 @@ def make_app() -> typer.Typer:
 
 
 def main() -> None:
-    make_app()()
+    """The console script: bad usage (an unknown option, a value of the wrong type) ends in
+    one ``error:`` line and exit code 2, like every other bad input."""
+    import sys
+
+    from dsbox.cli.errors import EXIT_USAGE, fail, show_warnings
+
+    show_warnings()
+    command = typer.main.get_command(make_app())
+    try:
+        code = command.main(standalone_mode=False, prog_name="dsbox")
+    except (typer.Abort, KeyboardInterrupt):
+        sys.exit(130)
+    except Exception as exc:
+        if not hasattr(exc, "format_message"):  # not a usage error (click's, or typer's own
+            raise                               # copy of click's): a bug, keep the traceback
+        ctx = getattr(exc, "ctx", None)
+        where = f" (see: {ctx.command_path} --help)" if ctx is not None else ""
+        fail(exc.format_message() + where)
+        sys.exit(getattr(exc, "exit_code", EXIT_USAGE))
+    sys.exit(code or 0)

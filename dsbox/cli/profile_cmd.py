@@ -18,15 +18,8 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from dsbox.cli.errors import fail
 from dsbox.cli.options import engine_options
-
-EXIT_USAGE = 2
-
-
-def _fail(message: str) -> typer.Exit:
-    Console(stderr=True, highlight=False).print(f"[bold red]error:[/] {message}",
-                                                soft_wrap=True)
-    return typer.Exit(EXIT_USAGE)
 
 
 def profile(
@@ -55,7 +48,7 @@ def profile(
         try:
             grid = dataclasses.replace(grid, repeats=repeats)
         except ValueError as exc:
-            raise _fail(str(exc)) from None
+            raise fail(str(exc)) from None
     console = Console(stderr=True, highlight=False)
     try:
         with console.status(f"building the engine for {model} ..."):
@@ -65,9 +58,9 @@ def profile(
             engine = ProfilingTarget(EngineConfig(model=model, dummy_weights=True,
                                                   **engine_kwargs))
     except ModelNotFoundError as exc:
-        raise _fail(str(exc)) from None
+        raise fail(str(exc)) from None
     except (ValueError, KeyError) as exc:
-        raise _fail(str(exc.args[0] if isinstance(exc, KeyError) else exc)) from None
+        raise fail(str(exc.args[0] if isinstance(exc, KeyError) else exc)) from None
     columns = (TextColumn("[bold]profiling[/] {task.description}"), BarColumn(),
                MofNCompleteColumn(), TimeElapsedColumn())
     with Progress(*columns, console=console, transient=False) as bar:
@@ -80,7 +73,7 @@ def profile(
             run = profile_engine(engine, grid, device=device_name, progress=progress,
                                  threads=threads)
         except ValueError as exc:
-            raise _fail(str(exc)) from None
+            raise fail(str(exc)) from None
     prof = run.profile
     path = output or Path("profiles") / prof.device / f"{prof.model}.json"
     prof.save(path)

@@ -17,44 +17,19 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from dsbox.cli.errors import user_errors
 from dsbox.cli.options import engine_options
 from dsbox.config import DEFAULT_MODEL
 
 DEFAULT_PROMPTS = ("The capital of France is", "def fibonacci(n):")
-EXIT_USAGE = 2
-
-err_console = Console(stderr=True, highlight=False)
-
-
-def fail(message: str) -> typer.Exit:
-    """Print one error line to stderr; the caller raises the returned Exit (code 2)."""
-    err_console.print(f"[bold red]error:[/] {escape(message)}", soft_wrap=True)
-    return typer.Exit(EXIT_USAGE)
 
 
 def _load(model: str, engine_kwargs: dict):
-    """Build the LLM, turning every foreseeable bad input into one error line. The config
-    and the model name are checked before torch is imported, so mistakes fail fast."""
-    from dsbox.config import EngineConfig
-    from dsbox.engine.model.source import ModelNotFoundError, resolve_model
-
-    try:
-        config = EngineConfig(model=model, **engine_kwargs)
-        resolve_model(config.model, config.dummy_weights)
-        if config.placement is not None:
-            from dsbox.config.placement import Placement
-
-            Placement.parse(config.placement)
-    except (ModelNotFoundError, ValueError) as exc:
-        raise fail(str(exc)) from None
-
-    from dsbox.engine.model.weights import WeightsError
+    """Build the LLM; every foreseeable bad input becomes one error line (exit code 2)."""
     from dsbox.llm import LLM
 
-    try:
+    with user_errors():
         return LLM(model=model, **engine_kwargs)
-    except (ValueError, WeightsError, FileNotFoundError, KeyError) as exc:
-        raise fail(str(exc.args[0] if isinstance(exc, KeyError) else exc)) from None
 
 
 def _describe(llm) -> str:
@@ -86,10 +61,8 @@ def run(
     from dsbox.engine.core.sampling_params import SamplingParams
 
     prompts = list(prompt) if prompt else list(DEFAULT_PROMPTS)
-    try:
+    with user_errors():
         params = SamplingParams(max_tokens=max_tokens, temperature=temperature, seed=0)
-    except ValueError as exc:
-        raise fail(str(exc)) from None
     out = Console(highlight=False)
     t0 = time.perf_counter()
     with out.status(f"loading {model} ..."):
@@ -98,10 +71,8 @@ def run(
     with llm:
         out.print(f"{_describe(llm)}; loaded in {load_s:.2f} s")
         t0 = time.perf_counter()
-        try:
+        with user_errors():
             outs = llm.generate(prompts, params)
-        except ValueError as exc:
-            raise fail(str(exc)) from None
         wall = time.perf_counter() - t0
     for o in outs:
         out.print()

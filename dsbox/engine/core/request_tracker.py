@@ -42,7 +42,12 @@ class RequestTracker:
             ids = self.tokenizer.encode(prompt)
             text = prompt
         else:
-            ids = [int(t) for t in prompt]
+            if isinstance(prompt, bytes) or not hasattr(prompt, "__iter__"):
+                raise ValueError(f"a prompt is text or a list of token ids, got {prompt!r}")
+            ids = list(prompt)
+            bad_type = [t for t in ids if isinstance(t, bool) or not isinstance(t, int)]
+            if bad_type:
+                raise ValueError(f"token ids must be integers, got {bad_type[0]!r}")
             text = None
             if not ids:
                 raise ValueError("prompt has no tokens")

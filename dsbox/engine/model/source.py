@@ -64,6 +64,10 @@ def _from_dir(path: Path, where: str, registry: ModelSpec | None = None) -> Mode
     """A checkpoint directory. Its ``config.json`` gives the shapes (it describes the weights
     that are there); a registry entry found by name only lends its name, repo and
     description."""
+    if not (path / "config.json").is_file():
+        what = "is empty" if not any(path.iterdir()) else "has no config.json"
+        raise ModelNotFoundError(f"{path} {what}: a checkpoint directory holds the model's "
+                                 "config.json and its weights (Hugging Face layout)")
     spec = ModelSpec.from_hf_dir(path)
     if registry is not None:
         spec = replace(spec, name=registry.name, hf_repo=registry.hf_repo,

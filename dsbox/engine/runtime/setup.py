@@ -140,6 +140,11 @@ def resolve_setup(config: EngineConfig) -> EngineSetup:
     if max_len > spec.max_position_embeddings:
         raise ValueError(f"max_model_len {max_len} exceeds {spec.name}'s "
                          f"{spec.max_position_embeddings} positions")
+    if (config.attention_backend == "triton" and device.type != "cuda"
+            and os.environ.get("TRITON_INTERPRET") != "1"):
+        raise ValueError("attention_backend triton needs a CUDA GPU (on the CPU the kernels "
+                         "run only under Triton's interpreter, TRITON_INTERPRET=1, as the "
+                         "tests do); use attention_backend torch")
     placement = Placement.parse(config.placement or "colocated:tp=1").assigned()
     instances = placement.expanded()
     for inst in instances:

@@ -1,0 +1,156 @@
+"""Bad input at the command line: exactly one ``error:`` line, exit code 2, no traceback,
+and nothing left behind (no file in /dev/shm, no worker process). Doubtful input gets one
+``warning:`` line and runs."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.test_cli import DSBOX
+
+SHM = Path("/dev/shm")
+TWO_INSTANCES = "prefill:tp=1;decode:tp=1"
+
+
+@pytest.fixture
+def env(tmp_path):
+    models = tmp_path / "models"
+    models.mkdir()
+    e = dict(os.environ, DSBOX_MODELS=str(models), HF_HUB_CACHE=str(tmp_path / "hub"),
+             COLUMNS="250", NO_COLOR="1", OMP_NUM_THREADS="1")
+    e.pop("TRITON_INTERPRET", None)  # as a user's shell has it
+    return e
+
+
+def _mp_processes() -> set[int]:
+    """Python multiprocessing helpers (forkserver, its workers, resource tracker) alive."""
+    pids = set()
+    for d in Path("/proc").iterdir():
+        if d.name.isdigit():
+            try:
+                cmd = (d / "cmdline").read_bytes()
+            except OSError:
+                continue
+            if b"multiprocessing" in cmd:
+                pids.add(int(d.name))
+    return pids
+
+
+def _shm() -> set[str]:
+    return {p.name for p in SHM.iterdir()} if SHM.is_dir() else set()
+
+
+def run_cli(args: list[str], env: dict) -> subprocess.CompletedProcess:
+    return subprocess.run([*DSBOX, *args], env=env, capture_output=True, text=True,
+                          timeout=300)
+
+
+@pytest.fixture(scope="module")
+def broken_ckpt(preln_ckpt, tmp_path_factory):
+    """The tiny checkpoint with one tensor missing from its safetensors file."""
+    from safetensors.torch import load_file, save_file
+
+    dest = tmp_path_factory.mktemp("broken")
+    shutil.copytree(preln_ckpt, dest, dirs_exist_ok=True)
+    tensors = load_file(dest / "model.safetensors")
+    name = next(n for n in tensors if "layers.1.fc1.weight" in n)
+    del tensors[name]
+    save_file(tensors, dest / "model.safetensors", metadata={"format": "pt"})
+    return dest
+
+
+def _cases(preln: Path, broken: Path, tmp: Path) -> dict[str, tuple[list[str], str]]:
+    empty = tmp / "empty"
+    empty.mkdir()
+    no_config = tmp / "no-config"
+    no_config.mkdir()
+    (no_config / "model.safetensors").write_bytes(b"")
+    ck = str(preln)
+    return {
+        "empty model dir": (["run", str(empty)], "is empty"),
+        "no config.json": (["run", str(no_config)], "has no config.json"),
+        "checkpoint error in a worker": (
+            ["run", str(broken), "--placement", TWO_INSTANCES, "--kv-cache-memory", "4MiB"],
+            "checkpoint lacks 1 tensor"),
+        "KV budget error in a worker": (
+            ["run", ck, "--placement", TWO_INSTANCES, "--kv-cache-memory", "256KiB"],
+            "the KV pool of prefill instance 0 holds 160 tokens"),
+        "triton on the CPU": (["run", ck, "--attention-backend", "triton"], "needs a CUDA GPU"),
+        "temperature NaN": (["run", ck, "--temperature", "nan"], "temperature must be a finite"),
+        "temperature infinite": (["run", ck, "--temperature", "inf"], "finite number"),
+        "non-integer max tokens": (["run", ck, "--max-tokens", "2.5"], "--max-tokens"),
+        "pool smaller than one sequence": (
+            ["run", ck, "--kv-cache-memory", "1MiB"],
+            "less than one sequence of 2048 tokens: raise kv_cache_memory to at least 3.0 MiB"),
+        "/dev/shm too small": (
+            ["run", ck, "--placement", TWO_INSTANCES, "--kv-cache-memory", "1TiB"],
+            "docker run --shm-size"),
+        "markup in a message": (["run", "[bold]x[/bold]"], "[bold]x[/bold]"),
+    }
+
+
+CASES = ["empty model dir", "no config.json", "checkpoint error in a worker",
+         "KV budget error in a worker", "triton on the CPU", "temperature NaN",
+         "temperature infinite", "non-integer max tokens", "pool smaller than one sequence",
+         "/dev/shm too small", "markup in a message"]
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_bad_input_is_one_error_line_and_leaves_nothing(case, env, preln_ckpt, broken_ckpt,
+                                                        tmp_path):
+    args, needle = _cases(preln_ckpt, broken_ckpt, tmp_path)[case]
+    shm_before, procs_before = _shm(), _mp_processes()
+    proc = run_cli(args, env)
+    assert proc.returncode == 2, (proc.stdout, proc.stderr)
+    out = proc.stdout + proc.stderr
+    assert "Traceback" not in out
+    errors = [ln for ln in proc.stderr.splitlines() if ln.startswith("error:")]
+    assert len(errors) == 1, proc.stderr
+    assert needle in errors[0], errors[0]
+    deadline = time.monotonic() + 5
+    while (_mp_processes() - procs_before or _shm() - shm_before) \
+            and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not _shm() - shm_before, _shm() - shm_before
+    assert not _mp_processes() - procs_before
+
+
+def test_more_cpu_workers_than_cores_is_a_warning(env, preln_ckpt):
+    cores = len(os.sched_getaffinity(0))
+    placement = f"prefill:tp=1*{cores};decode:tp=1"  # cores + 1 worker processes
+    proc = run_cli(["run", str(preln_ckpt), "--placement", placement, "--kv-cache-memory",
+                    "4MiB", "--max-tokens", "2", "-p", "Hi"], env)
+    assert proc.returncode == 0, proc.stderr
+    warnings = [ln for ln in proc.stderr.splitlines() if ln.startswith("warning:")]
+    assert len(warnings) == 1 and f"{cores + 1} CPU workers on {cores} cores" in warnings[0]
+
+
+def test_checkpoint_without_tokenizer_is_a_warning(env, preln_ckpt, tmp_path):
+    bare = tmp_path / "bare"
+    bare.mkdir()
+    for f in ("config.json", "model.safetensors"):
+        shutil.copy(preln_ckpt / f, bare / f)
+    proc = run_cli(["run", str(bare), "--max-tokens", "2", "-p", "Hi"], env)
+    assert proc.returncode == 0, proc.stderr
+    warnings = [ln for ln in proc.stderr.splitlines() if ln.startswith("warning:")]
+    assert len(warnings) == 1 and "bundled GPT-2 BPE" in warnings[0]
+    assert "ids may differ" in warnings[0]
+
+
+def test_float_token_ids_are_rejected(preln_ckpt):
+    from dsbox import LLM, SamplingParams
+
+    with LLM(model=str(preln_ckpt), dtype="float32", device="cpu",
+             kv_cache_memory=4 << 20) as llm:
+        with pytest.raises(ValueError, match="token ids must be integers, got 2.5"):
+            llm.generate([[2, 2.5, 7]], SamplingParams(max_tokens=2))
+        with pytest.raises(ValueError, match="prompt 1: token ids must be integers"):
+            llm.generate([[2, 3], [True, 4]], SamplingParams(max_tokens=2))
+        assert llm.stats().num_requests == 0  # nothing was queued
+
