@@ -37,6 +37,10 @@ def test_order_does_not_matter_and_devices_are_independent():
                         reserve_bytes=0, fraction=1.0)
     assert a[0] == a[2] == b[0] == b[1] == (80 - 14) * GiB // 2
     assert a[1] == b[2] == 33 * GiB
+    # a decode process on GPU 1 importing GPU 0's pool opens a CUDA context on GPU 0
+    c = kv_pool_budgets([0, 1], [5 * GiB, 7 * GiB], 40 * GiB, reserve_bytes=0, fraction=1.0,
+                        extra_bytes={0: GiB})
+    assert c == [34 * GiB, 33 * GiB]
 
 
 def test_weights_beyond_the_device_raise():

@@ -59,39 +59,43 @@ DEFAULT_RESERVE_BYTES = 2 << 30
 
 
 def kv_pool_bytes(total_memory: int, weight_bytes: Sequence[int], *, fraction: float = 0.9,
-                  reserve_bytes: int = DEFAULT_RESERVE_BYTES) -> int:
+                  reserve_bytes: int = DEFAULT_RESERVE_BYTES, extra_bytes: int = 0) -> int:
     """KV pool bytes for each worker on one device.
 
     ``fraction`` of the device's ``total_memory``, less the weights of every worker on it
-    (``weight_bytes``, one entry per worker, this one included) and ``reserve_bytes`` per
-    worker, split evenly. Pure arithmetic on totals: the answer does not depend on which
-    worker loaded first. Raises ``ValueError`` when nothing is left for the pools.
+    (``weight_bytes``, one entry per worker, this one included), ``reserve_bytes`` per
+    worker and ``extra_bytes`` not owned by any of them (e.g. the CUDA context a decode
+    process on another GPU opens here when it imports this GPU's pool, ~0.5 GiB each), split
+    evenly. Pure arithmetic on totals: the answer does not depend on which worker loaded
+    first. Raises ``ValueError`` when nothing is left for the pools.
     """
     if total_memory <= 0:
         raise ValueError("total_memory must be positive")
     if not 0 < fraction <= 1:
         raise ValueError("fraction must be in (0, 1]")
-    if reserve_bytes < 0 or any(w < 0 for w in weight_bytes):
+    if reserve_bytes < 0 or extra_bytes < 0 or any(w < 0 for w in weight_bytes):
         raise ValueError("weight and reserve bytes must be >= 0")
     n = len(weight_bytes)
     if n == 0:
         raise ValueError("no worker on the device")
     usable = int(total_memory * fraction)
-    left = usable - sum(weight_bytes) - n * reserve_bytes
+    left = usable - sum(weight_bytes) - n * reserve_bytes - extra_bytes
     if left < n:
         raise ValueError(
             f"{n} worker(s) on one device: weights {sum(weight_bytes) / 2**30:.1f} GiB + "
-            f"reserve {n} x {reserve_bytes / 2**30:.1f} GiB exceed {fraction:.0%} of "
+            f"reserve {n} x {reserve_bytes / 2**30:.1f} GiB + other "
+            f"{extra_bytes / 2**30:.1f} GiB exceed {fraction:.0%} of "
             f"{total_memory / 2**30:.1f} GiB; nothing is left for the KV pools")
     return left // n
 
 
 def kv_pool_budgets(devices: Sequence[int], weight_bytes: Sequence[int],
                     total_memory: int | Mapping[int, int], *, fraction: float = 0.9,
-                    reserve_bytes: int = DEFAULT_RESERVE_BYTES) -> list[int]:
+                    reserve_bytes: int = DEFAULT_RESERVE_BYTES,
+                    extra_bytes: Mapping[int, int] | None = None) -> list[int]:
     """:func:`kv_pool_bytes` for every worker of a deployment: worker ``i`` runs on device
     ``devices[i]`` with ``weight_bytes[i]`` of weights. ``total_memory`` is one size for
-    every device or a size per device id."""
+    every device or a size per device id; ``extra_bytes`` per device id (default 0)."""
     if len(devices) != len(weight_bytes):
         raise ValueError("one device and one weight size per worker")
     per_device: dict[int, list[int]] = {}
@@ -101,7 +105,8 @@ def kv_pool_budgets(devices: Sequence[int], weight_bytes: Sequence[int],
     for d, weights in per_device.items():
         total = total_memory[d] if isinstance(total_memory, Mapping) else total_memory
         budget[d] = kv_pool_bytes(total, weights, fraction=fraction,
-                                  reserve_bytes=reserve_bytes)
+                                  reserve_bytes=reserve_bytes,
+                                  extra_bytes=(extra_bytes or {}).get(d, 0))
     return [budget[d] for d in devices]
 
 
