@@ -8,7 +8,7 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 TORCH  ?= torch==2.13.0
 
-.PHONY: run test lint install clean
+.PHONY: run test lint install clean gpu-check
 
 $(STAMP): pyproject.toml Makefile
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -23,10 +23,19 @@ run: $(STAMP)
 	$(VENV)/bin/dsbox run
 
 lint: $(STAMP)
-	$(VENV)/bin/ruff check dsbox tests benchmarks
+	$(VENV)/bin/ruff check dsbox tests benchmarks scripts
 
 test: $(STAMP) lint
 	$(VENV)/bin/pytest
+
+# The first thing a lent GPU runs (scripts/gpu_check.py): never installs anything (the GPU
+# machine has no network). Python: .venv's if its torch sees CUDA, else python3's if that one
+# does, else .venv's (which then says "no CUDA" and exits 0). GPU_CHECK_ARGS: e.g. --out DIR.
+gpu-check:
+	@py=python3; [ -x $(PY) ] && py=$(PY); \
+	cuda='import torch, sys; sys.exit(0 if torch.cuda.is_available() else 1)'; \
+	if ! $$py -c "$$cuda" 2>/dev/null && python3 -c "$$cuda" 2>/dev/null; then py=python3; fi; \
+	PYTHONPATH=.$${PYTHONPATH:+:$$PYTHONPATH} $$py -u scripts/gpu_check.py $(GPU_CHECK_ARGS)
 
 clean:
 	rm -rf $(VENV) .pytest_cache build *.egg-info

@@ -20,6 +20,7 @@ the ids are global: ``node * G + local``.
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING
 
@@ -276,6 +277,47 @@ class Placement:
                     f"{inst.format(False)}: {model.name} needs {weights / 1e9:.1f} GB of "
                     f"weights + {kv / 1e9:.2f} GB of KV ({min_kv} tokens) per device, more "
                     f"than {memory_utilization:.0%} of {device_memory_bytes / 2**30:.0f} GiB")
+
+
+def map_to_visible_devices(instances: Sequence[InstanceSpec], num_visible: int, *,
+                           share: bool = False) -> list[InstanceSpec]:
+    """The running instances (replicas split) with their device ids mapped onto the
+    ``num_visible`` GPUs of this machine: taken modulo ``num_visible`` with ``share`` (several
+    instances on fewer GPUs, e.g. a prefill and a decode worker on one), else kept as they
+    are (each must be below ``num_visible``).
+
+    Raises ``ValueError`` when two ranks of one instance would land on one GPU: NCCL rejects
+    that ("Duplicate GPU detected"), and one GPU would hold two shards of the same weights.
+    Instances of their own may share a GPU; ranks of one instance may not.
+    """
+    if num_visible < 1:
+        raise ValueError("no visible GPU to map the placement onto")
+    out = []
+    for spec in instances:
+        for inst in spec.split():
+            if inst.devices is None:
+                raise ValueError(f"{inst.format()}: devices are not assigned; map "
+                                 "Placement.expanded() instances")
+            if share:
+                mapped = tuple(d % num_visible for d in inst.devices)
+            else:
+                bad = [d for d in inst.devices if d >= num_visible]
+                if bad:
+                    raise ValueError(f"{inst.format()}: device ids {bad} out of range, "
+                                     f"{num_visible} GPU(s) visible")
+                mapped = inst.devices
+            seen: dict[int, int] = {}
+            for rank, d in enumerate(mapped):
+                if d in seen:
+                    raise ValueError(
+                        f"{inst.format()}: ranks {seen[d]} and {rank} of one instance both "
+                        f"map to GPU {d} ({num_visible} visible"
+                        f"{', ids taken modulo that' if share else ''}); NCCL rejects two "
+                        "ranks of one instance on one GPU (\"Duplicate GPU detected\"). Give "
+                        f"the instance {len(mapped)} distinct GPUs or use a smaller tp x pp")
+                seen[d] = rank
+            out.append(replace(inst, devices=mapped))
+    return out
 
 
 def node_of(device: int, gpus_per_node: int) -> int:

@@ -11,6 +11,7 @@ import torch
 
 SUPPORTED_DTYPES = (torch.float16, torch.bfloat16, torch.float32)
 LOG2E = 1.4426950408889634
+INTERPRET_ENV = "TRITON_INTERPRET"
 
 
 def next_power_of_2(n: int) -> int:
@@ -22,7 +23,14 @@ def cdiv(a: int, b: int) -> int:
 
 
 def interpreting() -> bool:
-    return os.environ.get("TRITON_INTERPRET", "0").lower() in ("1", "true", "on", "yes")
+    """True if the environment asks for Triton's interpreter (read when a kernel module is
+    imported: ``@triton.jit`` decides then, once)."""
+    return os.environ.get(INTERPRET_ENV, "0").lower() in ("1", "true", "on", "yes")
+
+
+def is_interpreted(kernel: Any) -> bool:
+    """True if ``kernel`` was decorated while the interpreter was on."""
+    return type(kernel).__name__ == "InterpretedFunction"
 
 
 @functools.cache
@@ -34,17 +42,27 @@ def num_sms(device: torch.device) -> int:
 
 
 def launchable(kernel: Any, device: torch.device) -> Any:
-    """The kernel to launch on ``device``: Triton kernels run on CPU tensors only in the
-    interpreter, which must have been on when triton was imported."""
-    if device.type != "cuda":
-        import triton.language as tl
+    """The kernel to launch on ``device``, or a clear error when it cannot run there.
 
-        if not interpreting() or type(tl.zeros).__name__ != "InterpretedFunction":
-            raise RuntimeError(
-                "Triton kernels on CPU tensors need the interpreter, and triton was imported "
-                "without it (another package, e.g. transformers, may have imported it first): "
-                "set TRITON_INTERPRET=1 in the environment, or import dsbox.kernels before "
-                "anything that imports triton")
+    The mode is fixed when the kernel module is imported: interpreted if ``TRITON_INTERPRET``
+    was set then, compiled otherwise. Interpreted kernels run only on CPU tensors (on CUDA
+    tensors the interpreter would copy every argument, the whole KV pool included, to the
+    host and back on each launch: in effect a hang); compiled ones only on CUDA tensors.
+    """
+    interpreted = is_interpreted(kernel)
+    if device.type == "cuda" and interpreted:
+        raise RuntimeError(
+            "Triton kernel launched on CUDA tensors in Triton's interpreter: TRITON_INTERPRET "
+            "was set when dsbox's kernel modules were imported in this process (pid "
+            f"{os.getpid()}), so every launch would copy the whole KV pool to the host. Unset "
+            "TRITON_INTERPRET before the process starts, or call "
+            "dsbox.kernels.ensure_mode('cuda') before anything imports the kernels")
+    if device.type != "cuda" and not interpreted:
+        raise RuntimeError(
+            "Triton kernels on CPU tensors need the interpreter, and the kernels were imported "
+            "without it (another package, e.g. transformers, may have imported them first, or "
+            "the process has CUDA): set TRITON_INTERPRET=1 in the environment, or import "
+            "dsbox.kernels before anything that imports triton")
     return kernel
 
 

@@ -19,6 +19,12 @@ The number of splits depends only on static shapes (batch, heads, block table wi
 the device, never on tensor values, and nothing is allocated when a workspace is passed:
 the call can be captured in a CUDA graph.
 
+Compiled variants: the split count is a run-time argument (only "one split or more" is a
+compile-time flag), the merge stage's padding comes from the workspace (fixed), and Triton
+does not specialise the arguments that change from step to step (the split count, the block
+table's row stride): per dtype, head_dim and block size there are two split variants and one
+merge variant, whatever the batch and table width (``tests/kernels/test_launch_keys.py``).
+
 Supported: fp16, bf16, fp32; head_dim 64, 80 (padded to 128 with masks), 128 and any other
 head_dim <= 256; any block size (8, 16, 32 tested). Accumulation in fp32. No GQA.
 A sequence with seq_len 0 gets zeros.
@@ -60,7 +66,7 @@ _PROGRAMS_PER_SM = 64  # enough waves that the last, partial one costs little
 
 if triton is not None:
 
-    @triton.jit
+    @triton.jit(do_not_specialize=["num_splits", "stride_bt"])
     def _decode_split_kernel(
         q_ptr,
         k_cache_ptr,
@@ -70,6 +76,7 @@ if triton is not None:
         out_ptr,
         ws_ptr,
         scale_log2,
+        num_splits,
         stride_qb,
         stride_qh,
         stride_ob,
@@ -85,7 +92,7 @@ if triton is not None:
         stride_wh,
         stride_ws,
         HEAD_DIM: tl.constexpr,
-        NUM_SPLITS: tl.constexpr,
+        ONE_SPLIT: tl.constexpr,
         PAGE_SIZE: tl.constexpr,
         BLOCK_N: tl.constexpr,
         BLOCK_D: tl.constexpr,
@@ -95,7 +102,7 @@ if triton is not None:
         split = tl.program_id(2)
 
         seq_len = tl.load(seq_lens_ptr + seq)
-        split_len = tl.cdiv(tl.cdiv(seq_len, NUM_SPLITS), BLOCK_N) * BLOCK_N
+        split_len = tl.cdiv(tl.cdiv(seq_len, num_splits), BLOCK_N) * BLOCK_N
         start = split * split_len
         end = tl.minimum(start + split_len, seq_len)
 
@@ -133,7 +140,7 @@ if triton is not None:
 
         empty = l_i == 0.0
         o = acc / tl.where(empty, 1.0, l_i)
-        if NUM_SPLITS == 1:
+        if ONE_SPLIT:
             tl.store(
                 out_ptr + seq * stride_ob + head * stride_oh + offs_d,
                 o.to(out_ptr.dtype.element_ty),
@@ -145,17 +152,17 @@ if triton is not None:
             lse = tl.where(empty, float("-inf"), m_i + tl.math.log2(tl.where(empty, 1.0, l_i)))
             tl.store(ws + HEAD_DIM, lse)
 
-    @triton.jit
+    @triton.jit(do_not_specialize=["num_splits"])
     def _decode_merge_kernel(
         ws_ptr,
         out_ptr,
+        num_splits,
         stride_ob,
         stride_oh,
         stride_wb,
         stride_wh,
         stride_ws,
         HEAD_DIM: tl.constexpr,
-        NUM_SPLITS: tl.constexpr,
         SPLITS_PAD: tl.constexpr,
         BLOCK_D: tl.constexpr,
     ):
@@ -163,7 +170,7 @@ if triton is not None:
         head = tl.program_id(1)
         offs_s = tl.arange(0, SPLITS_PAD)
         offs_d = tl.arange(0, BLOCK_D)
-        s_mask = offs_s < NUM_SPLITS
+        s_mask = offs_s < num_splits
         d_mask = offs_d < HEAD_DIM
         ws = ws_ptr + seq * stride_wb + head * stride_wh + offs_s * stride_ws
         lse = tl.load(ws + HEAD_DIM, mask=s_mask, other=float("-inf"))
@@ -256,8 +263,9 @@ def _launch_decode(q, k_cache, v_cache, block_tables, seq_lens, scale, out, work
     if num_splits < 1:
         raise ValueError("num_splits must be >= 1")
     if num_splits > 1:
-        if workspace is None:
-            workspace = decode_workspace(batch, num_heads, head_dim, q.device, num_splits)
+        if workspace is None:  # the default size: its strides, and so the variant, are fixed
+            workspace = decode_workspace(batch, num_heads, head_dim, q.device,
+                                         max(DEFAULT_MAX_SPLITS, num_splits))
         elif (workspace.dtype != torch.float32 or workspace.dim() != 4
               or workspace.shape[0] < batch or workspace.shape[1] != num_heads
               or workspace.shape[2] < num_splits or workspace.shape[3] < head_dim + 1
@@ -284,6 +292,7 @@ def _launch_decode(q, k_cache, v_cache, block_tables, seq_lens, scale, out, work
         out,
         ws,
         log2_scale(scale),
+        num_splits,
         q.stride(0),
         q.stride(1),
         out.stride(0),
@@ -297,7 +306,7 @@ def _launch_decode(q, k_cache, v_cache, block_tables, seq_lens, scale, out, work
         block_tables.stride(0),
         *ws_strides,
         HEAD_DIM=head_dim,
-        NUM_SPLITS=num_splits,
+        ONE_SPLIT=num_splits == 1,
         PAGE_SIZE=block_size,
         BLOCK_N=block_n,
         BLOCK_D=block_d,
@@ -309,12 +318,12 @@ def _launch_decode(q, k_cache, v_cache, block_tables, seq_lens, scale, out, work
         merge_kernel[(batch, num_heads)](
             ws,
             out,
+            num_splits,
             out.stride(0),
             out.stride(1),
             *ws_strides,
             HEAD_DIM=head_dim,
-            NUM_SPLITS=num_splits,
-            SPLITS_PAD=max(2, next_power_of_2(num_splits)),
+            SPLITS_PAD=max(2, next_power_of_2(ws.shape[2])),
             BLOCK_D=block_d,
             num_warps=4,
         )
@@ -381,29 +390,4 @@ def decode_attention_ref(
         o = F.scaled_dot_product_attention(q[b, :, None, :].float(), k.transpose(0, 1),
                                            v.transpose(0, 1), scale=scale)
         out[b].copy_(o[:, 0])
-    return out
-    block_size = k_cache.shape[1]
-    lens = seq_lens.to(torch.int64)
-    max_len = int(lens.max().item())
-    if max_len <= 0:
-        out.zero_()
-        return out
-    if cdiv(max_len, block_size) > block_tables.shape[1]:
-        raise ValueError(f"seq_len {max_len} exceeds the block table's capacity")
-    positions = torch.arange(max_len, device=q.device)
-    valid = positions[None, :] < lens[:, None]  # [batch, max_len]
-    table = block_tables.to(torch.int64)
-    first_block = torch.where(lens > 0, table[:, 0], 0)[:, None]
-    blocks = torch.where(valid, table[:, positions // block_size], first_block)
-    offsets = torch.where(valid, positions % block_size, 0)
-    k = k_cache[blocks, offsets].float()  # [batch, max_len, heads, dim]
-    v = v_cache[blocks, offsets].float()
-    scores = torch.einsum("bhd,bnhd->bhn", q.float(), k) * scale
-    scores.masked_fill_(~valid[:, None, :], float("-inf"))
-    probs = torch.softmax(scores, dim=-1)
-    o = torch.einsum("bhn,bnhd->bhd", probs, v)
-    empty = lens == 0
-    if bool(empty.any()):
-        o = o.masked_fill(empty[:, None, None], 0.0)  # seq_len 0 -> zeros, not NaN
-    out.copy_(o.to(out.dtype))
     return out

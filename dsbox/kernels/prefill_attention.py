@@ -18,6 +18,8 @@ Supported: fp16, bf16, fp32 (fp32 uses IEEE dots, not TF32, and small tiles); he
 tested).
 Accumulation in fp32 with an online softmax in base 2.
 Grid: (num_heads, batch, cdiv(max_q_len, BLOCK_M)), the last query blocks first.
+One compiled variant per dtype, head_dim and block size: nothing that changes from step to
+step (batch, lengths, the block table's width) is specialised.
 """
 
 from __future__ import annotations
@@ -101,7 +103,8 @@ if triton is not None:
             acc += tl.dot(p.to(v.dtype), v, input_precision=FP32_DOT)
         return acc, m_new, l_i
 
-    @triton.jit
+    # the block table's row stride changes with the batch's longest sequence: not specialised
+    @triton.jit(do_not_specialize=["stride_bt"])
     def _prefill_attention_kernel(
         q_ptr,
         k_cache_ptr,

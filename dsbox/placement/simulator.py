@@ -202,10 +202,13 @@ class Simulator:
         if i + 1 < len(trace) and trace.arrivals[i + 1] == now:
             self.touched.add(inst)  # the next request arrives now too: queue it first
             return
-        for other in self.touched:
+        if not self.touched:
+            self._try_start(inst, now)
+            return
+        self.touched.add(inst)
+        for other in sorted(self.touched, key=lambda x: x.index):  # as the runtime does
             self._try_start(other, now)
         self.touched.clear()
-        self._try_start(inst, now)
 
     def _try_start(self, inst: _Instance, now: float) -> None:
         """Start the next step if stage 0 is free (the runtime's rule)."""

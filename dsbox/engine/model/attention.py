@@ -4,15 +4,18 @@
 the step's new K/V into the layer's paged cache and computes attention:
 
 - ``torch``: the torch references beside the kernels (``dsbox.kernels.*_ref``); the CPU default.
-- ``triton``: the Triton kernels (compiled on CUDA, ``TRITON_INTERPRET=1`` on CPU); the CUDA
-  default.
+- ``triton``: the Triton kernels, the CUDA default: compiled on CUDA; on the CPU only in
+  Triton's interpreter, which must be on from process start (``dsbox.kernels`` turns it on
+  where there is no CUDA; it is never set on a machine with CUDA, whose workers would
+  inherit it).
 
 The model calls ``backend.forward(...)`` and knows nothing else about the cache layout.
+Decode attention runs on a preallocated workspace (:meth:`AttentionBackend.reserve_workspace`)
+so that a decode step allocates nothing of its own and can be captured in a CUDA graph.
 """
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 
 import torch
@@ -25,7 +28,7 @@ class AttentionMetadata:
     """Tensors describing one step's sequences (on the model's device)."""
 
     is_prefill: bool
-    slot_mapping: torch.Tensor   # [num_tokens] int64, -1 = do not store
+    slot_mapping: torch.Tensor   # [num_tokens] int32, -1 = do not store
     block_tables: torch.Tensor   # [batch, max_blocks] int32
     seq_lens: torch.Tensor       # [batch] int32: KV length including this step's tokens
     cu_seqlens_q: torch.Tensor   # [batch + 1] int32 (prefill); arange (decode)
@@ -38,11 +41,18 @@ class AttentionBackend:
     picks the three functions (KV write, prefill attention, decode attention)."""
 
     name = "base"
+    compiles = False  # True: the kernels compile per shape class (warm them up)
 
     def __init__(self, write, prefill, decode) -> None:
         self._write = write
         self._prefill = prefill
         self._decode = decode
+        self.workspace: torch.Tensor | None = None
+
+    def reserve_workspace(self, max_batch: int, num_heads: int, head_dim: int,
+                          device: torch.device) -> None:
+        """Allocate decode scratch for batches up to ``max_batch`` (before any graph
+        capture). Without it the first decode step allocates one, grown as batches grow."""
 
     def forward(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
                 k_cache: torch.Tensor, v_cache: torch.Tensor, meta: AttentionMetadata,
@@ -52,7 +62,10 @@ class AttentionBackend:
         if meta.is_prefill:
             return self._prefill(q, k_cache, v_cache, meta.cu_seqlens_q, meta.seq_lens,
                                  meta.block_tables, scale, out, max_q_len=meta.max_q_len)
-        return self._decode(q, k_cache, v_cache, meta.block_tables, meta.seq_lens, scale, out)
+        if self.workspace is None or self.workspace.shape[0] < q.shape[0]:
+            self.reserve_workspace(q.shape[0], q.shape[1], q.shape[2], q.device)
+        return self._decode(q, k_cache, v_cache, meta.block_tables, meta.seq_lens, scale, out,
+                            self.workspace)
 
 
 class TorchAttention(AttentionBackend):
@@ -68,16 +81,23 @@ class TorchAttention(AttentionBackend):
 
 class TritonAttention(AttentionBackend):
     name = "triton"
+    compiles = True
 
     def __init__(self, device: torch.device) -> None:
-        if device.type != "cuda":
-            # the interpreter must be on before triton and the kernel modules are imported
-            os.environ.setdefault("TRITON_INTERPRET", "1")
+        from dsbox.kernels import ensure_mode
+
+        ensure_mode(device)  # before the kernel modules import triton
         from dsbox.kernels.decode_attention import decode_attention
         from dsbox.kernels.kv_write import write_kv
         from dsbox.kernels.prefill_attention import prefill_attention
 
         super().__init__(write_kv, prefill_attention, decode_attention)
+
+    def reserve_workspace(self, max_batch: int, num_heads: int, head_dim: int,
+                          device: torch.device) -> None:
+        from dsbox.kernels.decode_attention import decode_workspace
+
+        self.workspace = decode_workspace(max_batch, num_heads, head_dim, device)
 
 
 def make_attention_backend(name: str | None, device: torch.device) -> AttentionBackend:

@@ -41,7 +41,7 @@ class WorkerSpec:
     attention_backend: str | None
     master_port: int
     num_threads: int
-    share_device: int = 1  # workers sharing this device (splits the free-memory budget)
+    max_num_seqs: int = 256  # decode batch cap: sizes the preallocated decode workspace
 
     @property
     def tp_rank(self) -> int:
@@ -73,6 +73,10 @@ class DeviceWorker:
 
         self.ws = ws
         self.device = torch.device(ws.device)
+        if self.device.type == "cuda":  # compiled kernels, settled (and checked) now
+            from dsbox.kernels import load_kernels
+
+            load_kernels(self.device)
         ctx = ParallelContext(ws.tp, ws.tp_rank, ws.pp, ws.pp_rank, tp_group)
         spec = ws.spec
         transform = None
@@ -106,13 +110,23 @@ class DeviceWorker:
         return bytes_per_block(len(self.shard.layers), len(self.shard.heads),
                                ws.spec.head_dim, ws.block_size, ws.dtype)
 
-    def kv_capacity(self) -> int:
-        """Blocks this device can hold now (every worker of the device has loaded)."""
+    @property
+    def total_memory(self) -> int:
+        """Bytes of this worker's device (RAM available on the CPU)."""
+        from dsbox.engine.model.kv_pool import available_memory
+
+        if self.device.type == "cuda":
+            return torch.cuda.get_device_properties(self.device).total_memory
+        return available_memory(self.device)
+
+    def kv_capacity(self, budget_bytes: int | None = None) -> int:
+        """Blocks this device can hold now (every worker of the device has loaded), within
+        ``budget_bytes`` when given."""
         from dsbox.engine.model.kv_pool import kv_budget
 
         ws = self.ws
-        budget = kv_budget(self.device, ws.kv_cache_memory,
-                           ws.kv_cache_fraction / ws.share_device)
+        budget = budget_bytes if budget_bytes is not None else kv_budget(
+            self.device, ws.kv_cache_memory, ws.kv_cache_fraction)
         return budget // self.bytes_per_block
 
     def allocate(self, num_blocks: int, shared: bool = False) -> torch.Tensor:
@@ -128,7 +142,9 @@ class DeviceWorker:
                                       self.device, shared=shared)
             backend = make_attention_backend(ws.attention_backend, self.device)
             self.runner = ModelRunner(self.model, self.pool, ws.block_size, backend,
-                                      self.device, seed=ws.seed, layers=self.shard.layers)
+                                      self.device, seed=ws.seed, layers=self.shard.layers,
+                                      max_decode_batch=ws.max_num_seqs)
+            self.runner.warmup()  # compile every kernel variant now, not mid-decode
         return self.pool
 
     @property

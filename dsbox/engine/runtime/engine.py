@@ -40,6 +40,7 @@ from dsbox.engine.core.sequence import FinishReason
 from dsbox.engine.core.sequence import Sequence as Seq
 from dsbox.engine.runtime.device_worker import DeviceWorker
 from dsbox.engine.runtime.instance import Instance
+from dsbox.engine.runtime.kv_budgets import kv_budgets
 from dsbox.engine.runtime.launch import (
     Capacity,
     InstancePlan,
@@ -140,7 +141,8 @@ class Engine(EngineClient):
             self._launcher = ProcessLauncher(plans, timeout)
         self._results = self._launcher.results
         self._progress("sizing the KV cache")
-        blocks = self._size_pools(self._launcher.measure())
+        budgets = kv_budgets(plans, self._launcher.loaded, self.config.kv_cache_fraction)
+        blocks = self._size_pools(self._launcher.measure(budgets))
         self._progress("allocating the KV cache")
         self._launcher.allocate(blocks)
         sched_cfg = SchedulerConfig(self.config.max_num_batched_tokens, self.config.max_num_seqs)

@@ -15,6 +15,7 @@ every start method but fork); dsbox says so when it sees the mistake.
 
 from __future__ import annotations
 
+import contextlib
 import multiprocessing
 import os
 import queue
@@ -35,6 +36,7 @@ from dsbox.engine.runtime.messages import (
     WorkerStarted,
 )
 from dsbox.engine.runtime.worker import worker_main
+from dsbox.kernels import without_interpreter_env
 
 PRELOAD = ["dsbox.engine.runtime.worker", "dsbox.engine.model.runner",
            "dsbox.engine.model.weights", "dsbox.engine.runtime.parallel"]
@@ -94,32 +96,41 @@ class ProcessLauncher:
         # one queue per (prefill worker, decode worker): the prefill pool is handed over once
         links = {(p.instance_id, pw.rank, d.instance_id, dw.rank): ctx.Queue()
                  for p in prefill for pw in p.workers for d in decode for dw in d.workers}
+        cuda = any(w.device.startswith("cuda") for p in plans for w in p.workers)
         try:
-            for plan in plans:
-                processes, inboxes = [], []
-                for w in plan.workers:
-                    exports = [q for (pi, pr, _di, _dr), q in links.items()
-                               if pi == plan.instance_id and pr == w.rank]
-                    imports = {(pi, pr): q for (pi, pr, di, dr), q in links.items()
-                               if di == plan.instance_id and dr == w.rank}
-                    inbox = ctx.Queue()
-                    proc = ctx.Process(
-                        target=worker_main, name=f"dsbox-{w.role}{w.instance_id}-rank{w.rank}",
-                        args=(w, inbox, self.results, exports, imports, os.getpid()),
-                        daemon=True)
-                    proc.start()
-                    processes.append(proc)
-                    inboxes.append(inbox)
-                self.executors[plan.instance_id] = ProcessExecutor(plan.instance_id, processes,
-                                                                   inboxes)
-            self._collect(WorkerLoaded)
+            with without_interpreter_env() if cuda else contextlib.nullcontext():
+                self._spawn(ctx, plans, links)
+            self.loaded = {k: (m.weight_bytes, m.total_memory)
+                           for k, m in self._collect(WorkerLoaded).items()}
         except BaseException:
             self.kill()
             raise
 
-    def measure(self) -> dict[int, Capacity]:
-        for ex in self.executors.values():
-            ex.send_all(MeasureKV())
+    def _spawn(self, ctx, plans: list[InstancePlan], links: dict) -> None:
+        """One process per worker, with its inbox and its pool-exchange queues."""
+        for plan in plans:
+            processes, inboxes = [], []
+            for w in plan.workers:
+                exports = [q for (pi, pr, _di, _dr), q in links.items()
+                           if pi == plan.instance_id and pr == w.rank]
+                imports = {(pi, pr): q for (pi, pr, di, dr), q in links.items()
+                           if di == plan.instance_id and dr == w.rank}
+                inbox = ctx.Queue()
+                proc = ctx.Process(
+                    target=worker_main, name=f"dsbox-{w.role}{w.instance_id}-rank{w.rank}",
+                    args=(w, inbox, self.results, exports, imports, os.getpid()), daemon=True)
+                proc.start()
+                processes.append(proc)
+                inboxes.append(inbox)
+            self.executors[plan.instance_id] = ProcessExecutor(plan.instance_id, processes,
+                                                               inboxes)
+
+    def measure(self, budgets: dict[tuple[int, int], int | None]) -> dict[int, Capacity]:
+        """Each worker's blocks within its budget; per instance the smallest."""
+        for plan in self.plans:
+            for w, q in zip(plan.workers, self.executors[plan.instance_id].inboxes,
+                            strict=True):
+                q.put(MeasureKV(budgets.get((plan.instance_id, w.rank))))
         got = self._collect(KVCapacity)
         return {p.instance_id: Capacity(min(got[(p.instance_id, w.rank)].num_blocks
                                             for w in p.workers),
@@ -184,9 +195,11 @@ class LocalLauncher:
         self.results = None
         self.workers = {p.instance_id: DeviceWorker(p.workers[0]) for p in plans}
         self.executors = {iid: LocalExecutor(iid, w, out) for iid, w in self.workers.items()}
+        self.loaded = {(iid, 0): (w.weight_bytes, w.total_memory)
+                       for iid, w in self.workers.items()}
 
-    def measure(self) -> dict[int, Capacity]:
-        return {iid: Capacity(w.kv_capacity(), w.bytes_per_block)
+    def measure(self, budgets: dict[tuple[int, int], int | None]) -> dict[int, Capacity]:
+        return {iid: Capacity(w.kv_capacity(budgets.get((iid, 0))), w.bytes_per_block)
                 for iid, w in self.workers.items()}
 
     def allocate(self, num_blocks: dict[int, int]) -> None:

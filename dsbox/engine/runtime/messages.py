@@ -21,7 +21,10 @@ from dsbox.engine.runtime.step_protocol import StepDelta
 
 @dataclass(frozen=True, slots=True)
 class MeasureKV:
-    """Every worker has loaded: measure the blocks this device can hold."""
+    """Every worker has loaded: measure the blocks this device can hold, within
+    ``budget_bytes`` when the engine sized the pool (CUDA), else by the worker's own rule."""
+
+    budget_bytes: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,6 +73,7 @@ class WorkerLoaded:
     instance_id: int
     rank: int
     weight_bytes: int
+    total_memory: int  # of the worker's device (bytes)
 
 
 @dataclass(frozen=True, slots=True)

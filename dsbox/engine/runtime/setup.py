@@ -12,13 +12,12 @@ from __future__ import annotations
 import logging
 import os
 import socket
-from collections import Counter
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 
 import torch
 
 from dsbox.config import EngineConfig, ModelSpec
-from dsbox.config.placement import InstanceSpec, Placement
+from dsbox.config.placement import InstanceSpec, Placement, map_to_visible_devices
 from dsbox.engine.model.source import ModelSource, resolve_model
 from dsbox.engine.model.tokenizer import Tokenizer, bundled_tokenizer, load_tokenizer
 from dsbox.engine.runtime.device_worker import WorkerSpec
@@ -103,7 +102,6 @@ class EngineSetup:
         cfg = self.config
         weights = None if cfg.dummy_weights else self.source.weights_dir
         names = [self.device_names(i) for i in self.instances]
-        uses = Counter(d for devs in names for d in devs)
         kv_memory = {"prefill": cfg.kv_cache_memory, "colocated": cfg.kv_cache_memory,
                      "decode": cfg.kv_cache_memory_decode or cfg.kv_cache_memory}
         plans = []
@@ -116,7 +114,7 @@ class EngineSetup:
                 kv_cache_fraction=cfg.kv_cache_fraction,
                 attention_backend=cfg.attention_backend, master_port=port,
                 num_threads=self.num_threads,
-                share_device=uses[d] if d.startswith("cuda") else 1)
+                max_num_seqs=cfg.max_num_seqs)
                 for r, d in enumerate(devices))
             plans.append(InstancePlan(index, inst.role, inst.tp, inst.pp, workers))
         return plans
@@ -156,14 +154,7 @@ def resolve_setup(config: EngineConfig) -> EngineSetup:
                                num_devices=None if config.share_devices else count,
                                dtype=str(dtype).removeprefix("torch."),
                                min_kv_tokens=config.block_size, memory_utilization=0.95)
-        if config.share_devices:
-            instances = [replace(i, devices=tuple(d % count for d in i.devices))
-                         for i in instances]
-        for inst in instances:
-            if len(set(inst.devices)) != len(inst.devices):
-                raise ValueError(f"{inst.format()}: two ranks of one instance on one GPU "
-                                 f"(NCCL rejects that); give it {inst.tp * inst.pp} distinct "
-                                 "GPUs")
+        instances = map_to_visible_devices(instances, count, share=config.share_devices)
     in_process = _decide_in_process(config.executor, instances)
     workers = sum(i.tp * i.pp for i in instances)
     cpus = usable_cpus()

@@ -103,9 +103,10 @@ def _serve(ws: WorkerSpec, inbox, results, export_queues, import_queues) -> None
         torch.cuda.set_device(torch.device(ws.device))
     tp_group = _init_distributed(ws)
     worker = DeviceWorker(ws, tp_group)
-    results.put(WorkerLoaded(ws.instance_id, ws.rank, worker.weight_bytes))
-    _expect(inbox, MeasureKV)
-    results.put(KVCapacity(ws.instance_id, ws.rank, worker.kv_capacity(),
+    results.put(WorkerLoaded(ws.instance_id, ws.rank, worker.weight_bytes,
+                             worker.total_memory))
+    measure = _expect(inbox, MeasureKV)
+    results.put(KVCapacity(ws.instance_id, ws.rank, worker.kv_capacity(measure.budget_bytes),
                            worker.bytes_per_block))
     alloc = _expect(inbox, AllocateKV)
     pool = worker.allocate(alloc.num_blocks, shared=True)
