@@ -16,11 +16,13 @@ until ``max_tokens``.
 Pipeline parallelism follows the runtime (``Instance.submit_steps``): an instance submits
 its next step whenever its first stage is free, so several steps (micro-batches) are in
 flight; each is the output of ``schedule(now, busy, cap)`` with ``busy`` the sequences of
-the steps in flight and ``cap = decode_micro_batch_cap(num_running, pp)`` (prefill first,
-then a decode micro-batch of at most ``ceil(num_running / pp)`` sequences that are not
-busy). A step occupies each of the ``pp`` stages in turn for its share of the step time:
-``prefill_time / pp`` for prefill, and for decode the whole-model decode time of the
-micro-batch (the fit at pp = 1, coefficient set by the micro-batch size) divided by ``pp``.
+the steps in flight and ``cap = decode_micro_batch_cap(num_running, pp, decoding)``
+(prefill first, then a decode micro-batch of at most ``ceil(num_running / pp)`` sequences
+that are not busy, and none while ``pp`` decode micro-batches are in flight: a round over
+the running batch is ``pp`` micro-batches). A step occupies each of the ``pp`` stages in
+turn for its share of the step time: ``prefill_time / pp`` for prefill, and for decode the
+whole-model decode time of the micro-batch (the fit at pp = 1, coefficient set by the
+micro-batch size) divided by ``pp``.
 It leaves stage 0 after one stage time and, if no stage holds it up, ends after ``pp``.
 With ``pp = 1`` this is one step at a time.
 
@@ -57,7 +59,8 @@ class _Instance:
     """Runtime state of one simulated instance."""
 
     __slots__ = ("index", "spec", "sched", "latency", "decode_latency", "pp", "stage_busy",
-                 "num_in_flight", "busy_ids", "stage_free", "lazy", "role_index")
+                 "num_in_flight", "num_decoding", "busy_ids", "stage_free", "lazy",
+                 "role_index")
 
     def __init__(self, index: int, role_index: int, spec: SimInstance, fast: bool) -> None:
         self.index = index
@@ -74,13 +77,14 @@ class _Instance:
         self.pp = spec.latency.pp
         self.stage_busy = False        # stage 0 holds a step
         self.num_in_flight = 0         # steps not done yet
+        self.num_decoding = 0          # decode steps (micro-batches) not done yet
         self.busy_ids: set[int] = set()  # sequences of the steps in flight (pp > 1 only)
         self.stage_free = [0.0] * self.pp
         self.lazy = LazyDecode(self.sched) if fast and spec.role != "prefill" else None
 
     def decode_cap(self) -> int | None:
         """The runtime's cap on a decode micro-batch (None without PP)."""
-        return decode_micro_batch_cap(self.sched.num_running, self.pp)
+        return decode_micro_batch_cap(self.sched.num_running, self.pp, self.num_decoding)
 
 
 class Simulator:
@@ -236,10 +240,12 @@ class Simulator:
             else:
                 context = sum(s.context_len for s in out.seqs)
                 stage = inst.decode_latency.decode_time(len(out.seqs), context) / pp
+                inst.num_decoding += 1
             if pp > 1:
                 inst.busy_ids.update([s.seq_id for s in out.seqs])
         else:
             stage = inst.decode_latency.decode_time(out.batch_size, out.sum_context) / pp
+            inst.num_decoding += 1
             if pp > 1:
                 inst.busy_ids.update(out.ids)
         free = inst.stage_free
@@ -259,12 +265,15 @@ class Simulator:
         if inst.pp == 1:
             inst.stage_busy = False
         if out.__class__ is SchedulerOutput:
+            if out.phase is Phase.DECODE:
+                inst.num_decoding -= 1
             if inst.pp > 1:
                 inst.busy_ids.difference_update([s.seq_id for s in out.seqs])
             finished = inst.sched.on_step_done(out, [0] * len(out.seqs), now)
             if out.phase is Phase.PREFILL:
                 self._after_prefill(inst, out, now)
         else:
+            inst.num_decoding -= 1
             if inst.pp > 1:
                 inst.busy_ids.difference_update(out.ids)
             finished = inst.lazy.complete(out, now)
