@@ -21,8 +21,10 @@ from dsbox.placement.workload import RequestSample
 def prefill_rate(inst: SimInstance, sample: RequestSample, slo: SLO | None) -> float:
     """Requests per second one prefill instance serves within the TTFT target."""
     lat = inst.latency
-    service = lat.prefill_time(sample.mean_prompt, sample.mean_prompt_sq)
-    stage = service / lat.pp
+    overhead = lat.step_overhead(int(sample.mean_prompt))
+    model = lat.prefill_time(sample.mean_prompt, sample.mean_prompt_sq)
+    service = model + overhead
+    stage = model / lat.pp + overhead
     rate = 1.0 / stage
     if slo is not None:
         slack = slo.ttft / service - 1.0
@@ -43,7 +45,9 @@ def decode_rate(inst: SimInstance, sample: RequestSample, slo: SLO | None) -> fl
                         inst.kv_capacity_tokens / (sample.mean_prompt + sample.mean_output)))
     best = 0.0
     for batch in range(1, max(1, max_batch) + 1):
-        step = lat.decode_time(batch, int(batch * mean_ctx))
+        context = int(batch * mean_ctx)
+        step = lat.decode_time(batch, context) + min(lat.pp, batch) * lat.step_overhead(
+            context // min(lat.pp, batch))
         if slo is not None and step > slo.tpot and batch > 1:
             break
         best = max(best, batch / step)
