@@ -19,7 +19,7 @@ from dsbox.placement.colocated import plan_colocated
 from dsbox.placement.context import PlanContext
 from dsbox.placement.goodput import SearchSettings
 from dsbox.placement.plan_types import PlanResult
-from dsbox.placement.profile import load_profile
+from dsbox.placement.profile_source import load_profile
 from dsbox.placement.sim_setup import EngineLimits
 from dsbox.placement.workload import sample_requests, workload_lengths
 

@@ -9,7 +9,7 @@ from typer.testing import CliRunner
 
 from dsbox.cli import make_app
 from dsbox.placement.fitting import median_error, point_from_dict
-from dsbox.placement.profile import load_profile
+from dsbox.placement.profile_source import load_profile
 from dsbox.placement.profiler import split_held_out
 
 
