@@ -9,7 +9,8 @@ decode batch caps, KV capacity, preemption and the lifecycle stamps are the engi
 Flow of a request: arrival -> the least loaded prefill (or colocated) instance -> prefill
 step(s) -> first token. Disaggregated: the prefilled sequence is offered to the least
 loaded decode instance (``add_pending``); ``admit`` reserves its blocks when there is room
-(pull-based), the KV transfer takes ``prompt KV bytes / link bandwidth``, then
+(pull-based), the KV transfer takes ``prompt KV bytes / link bandwidth`` (a transfer over
+shared network links waits for the transfers before it on those links), then
 ``mark_pulled`` on the decode side and ``release`` on the prefill side. Decode steps follow
 until ``max_tokens``.
 
@@ -118,6 +119,7 @@ class Simulator:
         self.lifecycles: list[Lifecycle] = [Lifecycle(t) for t in trace.arrivals]
         self.seqs: dict[int, Sequence] = {}
         self.source: dict[int, _Instance] = {}  # seq id -> prefill instance holding its KV
+        self.link_free: dict[int, float] = {}  # shared link id -> when it is free next
         self.heap: list = []
         self.counter = 0
         self.num_met = 0
@@ -338,9 +340,16 @@ class Simulator:
             if prefill is None:  # decode-only: the KV is already there
                 self._push(now, _TRANSFER_DONE, seq, decode)
                 continue
-            bandwidth = self.setup.bandwidth[prefill.role_index][decode.role_index]
-            self._push(now + seq.num_prompt_tokens * per_token / bandwidth, _TRANSFER_DONE,
-                       seq, decode)
+            p, d = prefill.role_index, decode.role_index
+            seconds = seq.num_prompt_tokens * per_token / self.setup.bandwidth[p][d]
+            links = self.setup.links[p][d] if self.setup.links else ()
+            if links:  # one transfer at a time on a shared link
+                free = self.link_free
+                start = max(now, *(free.get(k, 0.0) for k in links))
+                for k in links:
+                    free[k] = start + seconds
+                seconds += start - now
+            self._push(now + seconds, _TRANSFER_DONE, seq, decode)
 
     def _transfer_done(self, seq: Sequence, decode: _Instance, now: float) -> None:
         decode.sched.mark_pulled(seq.seq_id, now)

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from dsbox.config.placement import InstanceSpec, layer_nodes
+from dsbox.config.model_spec import get_model_spec
+from dsbox.config.placement import InstanceSpec, Placement, layer_nodes
 from dsbox.config.slo import SLO
 from dsbox.placement.alg_high import replicas
 from dsbox.placement.alg_low import enumerate_units
@@ -12,6 +13,8 @@ from dsbox.placement.cluster import ClusterSpec
 from dsbox.placement.goodput import SearchSettings
 from dsbox.placement.layout import first_fit
 from dsbox.placement.plan import make_context, plan_search
+from dsbox.placement.profile_source import load_profile
+from dsbox.placement.sim_setup import build_setup
 from dsbox.placement.workload import synthetic_lengths
 
 FAST = SearchSettings(num_requests=800, min_requests=100, window=30.0, tolerance=0.05)
@@ -117,3 +120,21 @@ def test_first_fit_keeps_instances_inside_nodes():
     assert big.instances[0].devices == (0, 1, 2, 3, 4, 5)
     with pytest.raises(ValueError, match="does not fit"):
         first_fit([InstanceSpec("colocated", 4, 2)] * 2, cluster)
+
+
+def test_kv_routes_over_nvlink_or_the_shared_network():
+    """Aligned layers copy over NVLink; the share of the layers that change node goes over
+    the network and occupies the links out of and into those nodes."""
+    spec = get_model_spec("opt-13b")
+    cluster = ClusterSpec(2, 4, network_bandwidth=1e9)
+    profile = load_profile("a100-80g", "opt-13b")
+
+    def route(text):
+        setup = build_setup(Placement.parse(text), spec, profile, cluster)
+        return setup.bandwidth[0][0], setup.links[0][0] if setup.links else ()
+
+    assert route("prefill:tp=2,pp=2@0,1,4,5;decode:tp=2,pp=2@2,3,6,7") == (
+        cluster.nvlink_bandwidth * 4, ())
+    assert route("prefill:tp=4@0-3;decode:tp=4@4-7") == (1e9, (0, 3))
+    # decode stage 0 (layers 0-19) on node 0 beside the prefill, stage 1 on node 1
+    assert route("prefill:tp=2@0,1;decode:tp=1,pp=2@2,4") == (2e9, (0, 3))

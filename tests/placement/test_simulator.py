@@ -178,3 +178,22 @@ def test_step_overhead_is_paid_by_every_step(pp, fast):
         gap = lc.token_times[k] - lc.token_times[k - 1]
         expected = whole.decode_time(1, context) + (2.0 + 1e-3 * context) * 1e-3
         assert gap == pytest.approx(expected, rel=1e-9)
+
+
+@pytest.mark.parametrize("shared", [False, True])
+def test_transfers_over_a_shared_link_take_turns(shared):
+    """Two prompts prefilled at once on two prefill instances move their KV to one decode
+    instance at the same time: over links of their own both arrive after ``bytes /
+    bandwidth``; over one shared network link the second waits for the first."""
+    prompt, bw = 200, 1e9
+    inst = [make_instance("prefill"), make_instance("prefill"), make_instance("decode")]
+    links = (((7,),), ((7,),)) if shared else ()
+    setup = SimSetup(tuple(inst), KV_BYTES, ((bw,), (bw,)), links)
+    trace = SimTrace((0.0, 0.0), (prompt, prompt), (3, 3))
+    a, b = simulate(setup, trace).lifecycles
+    one = prompt * KV_BYTES / bw
+    assert a.transfer_start == b.transfer_start == a.prefill_end == b.prefill_end
+    assert a.transfer_end - a.transfer_start == pytest.approx(one)
+    assert b.transfer_end - b.transfer_start == pytest.approx(2 * one if shared else one)
+    with pytest.raises(ValueError, match="links"):
+        SimSetup(tuple(inst), KV_BYTES, ((bw,), (bw,)), (((1,), (2,)),))
