@@ -4,7 +4,9 @@
 sample (common random numbers across rates). Each probe stops as soon as its verdict is
 certain (the simulator's ``stop_early``); probes and results are cached per setup. With
 ``must_beat`` the search first probes that rate and gives up at once if it fails: this is
-how a placement search drops configurations that cannot beat the best found so far.
+how a placement search drops configurations that cannot beat the best found so far. No
+rate above the setup's :func:`~dsbox.placement.capacity.rate_upper_bound` is simulated (it
+cannot pass): a ``must_beat`` above it is answered at once.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ import time
 from dataclasses import dataclass, field
 
 from dsbox.config.slo import SLO
-from dsbox.placement.capacity import setup_rate
+from dsbox.placement.capacity import rate_upper_bound, setup_rate
 from dsbox.placement.sim_types import SimSetup
 from dsbox.placement.simulator import simulate
 from dsbox.placement.workload import RequestSample
@@ -72,6 +74,13 @@ class GoodputSearch:
     stats: SearchStats = field(default_factory=SearchStats)
     _probes: dict = field(default_factory=dict)
     _results: dict = field(default_factory=dict)
+    _bounds: dict = field(default_factory=dict)
+
+    def upper_bound(self, setup: SimSetup) -> float:
+        """The rate ``setup`` cannot exceed whatever the SLO (req/s)."""
+        if setup not in self._bounds:
+            self._bounds[setup] = rate_upper_bound(setup, self.sample)
+        return self._bounds[setup]
 
     def passes(self, setup: SimSetup, rate: float) -> bool:
         """Whether ``setup`` meets the SLO target at ``rate`` requests per second."""
@@ -79,6 +88,9 @@ class GoodputSearch:
         if key in self._probes:
             self.stats.cache_hits += 1
             return self._probes[key]
+        if rate > self.upper_bound(setup):
+            self._probes[key] = False
+            return False
         start = time.perf_counter()
         n = min(len(self.sample), self.settings.requests_at(rate))
         result = simulate(setup, self.sample.at_rate(rate, n), self.slo, stop_early=True,
@@ -88,6 +100,11 @@ class GoodputSearch:
         ok = bool(result.passed)
         self._probes[key] = ok
         return ok
+
+    def bar(self, per_gpu: float, gpus: int) -> float:
+        """The ``must_beat`` rate for a setup of ``gpus`` GPUs to beat ``per_gpu`` req/s
+        per GPU: at least one grid step above it (a tie is no improvement)."""
+        return per_gpu * gpus * (1 + self.settings.tolerance / 2) if per_gpu > 0 else 0.0
 
     def estimate(self, setup: SimSetup) -> float:
         """The analytic guess of the setup's goodput (req/s)."""
@@ -126,6 +143,17 @@ class GoodputSearch:
         x = math.log(max(rate, cfg.min_rate) / cfg.min_rate) / math.log1p(cfg.tolerance)
         return max(0, math.ceil(x - 1e-9) if up else round(x))
 
+    def _first_above(self, rate: float, stride: int) -> int | None:
+        """The smallest ``j`` whose grid rate ``j * stride`` exceeds ``rate`` (None: inf)."""
+        if not math.isfinite(rate):
+            return None
+        j = self._index(rate, up=False) // stride
+        while j > 0 and self.rate_at((j - 1) * stride) > rate:
+            j -= 1
+        while self.rate_at(j * stride) <= rate:
+            j += 1
+        return j
+
     def _search(self, setup: SimSetup, must_beat: float, stride: int) -> float | None:
         """Largest passing grid rate among every ``stride``-th (binary search on index)."""
         cfg = self.settings
@@ -143,7 +171,12 @@ class GoodputSearch:
             if not probe(j):
                 return None
             lo = j
+        hi = self._first_above(self.upper_bound(setup), stride)  # fails without a probe
+        if hi == 0:
+            return 0.0
         j = self._index(self.estimate(setup), up=False) // stride
+        if hi is not None:
+            j = min(j, hi - 1)
         if lo is not None:
             j = max(j, lo + 1)
         while budget > 0 and (lo is None or hi is None):  # bracket by doubling / halving

@@ -184,6 +184,8 @@ class LazyDecode:
         when the scheduler would run no step; None when a normal step must be taken
         instead (the caller calls :meth:`detach_idle` first). The caller has checked that
         no waiting sequence can be prefilled now (the scheduler's first choice)."""
+        if cap == 0:  # pp micro-batches in flight: no decode step now
+            return IDLE
         running = self.scheduler.running
         if busy:
             chosen = self._only_idle_group(len(running), len(busy))
@@ -207,8 +209,7 @@ class LazyDecode:
             if len(crossers) > bm.num_free_blocks:
                 return None
             del g.cross_at[step]
-            for m in crossers:
-                bm.reserve(m.seq.seq_id, m.num_tokens + step - m.base)
+            bm.grow([m.seq.seq_id for m in crossers])  # each needs exactly one block more
             if crossers:
                 g.cross_at.setdefault(step + self.block_size, []).extend(crossers)
         for m in g.newcomers:

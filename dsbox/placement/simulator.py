@@ -29,7 +29,11 @@ With ``pp = 1`` this is one step at a time. The runtime's own cost of a step (th
 profile's step overhead) is paid in stage 0's slot before the step's first stage.
 
 With an SLO the simulator counts requests that meet / miss it as they happen and, with
-``stop_early``, stops as soon as the attainment verdict is certain.
+``stop_early``, stops as soon as the attainment verdict is certain. A request counts as
+missing its SLO as soon as that is certain, not only when it ends: once it has waited
+past the TTFT target without a first token, or once its first token is more than
+``TPOT target x (output tokens - 1)`` ago while it still runs (its TPOT can only be
+larger), so an overloaded probe stops early.
 """
 
 from __future__ import annotations
@@ -128,6 +132,10 @@ class Simulator:
         self.num_steps = 0
         self.need_met = required_met(n, slo.attainment) if slo else 0
         self.stopped = False
+        # (time, seq id, what): past ``time`` the request's SLO is missed if it still has
+        # no first token (what 0) or is still running (what 1); only with stop_early
+        self.deadlines: list[tuple[float, int, int]] = []
+        self.doom = stop_early
 
     # --- event queue ---------------------------------------------------------------------
     def _push(self, time: float, kind: int, a, b=None) -> None:
@@ -141,8 +149,13 @@ class Simulator:
             self._push(trace.arrivals[0], _ARRIVAL, 0)
         now = 0.0
         heap = self.heap
+        deadlines = self.deadlines
         while heap and not self.stopped:
             now, _, kind, a, b = heapq.heappop(heap)
+            if deadlines and deadlines[0][0] < now:
+                self._expire(now)
+                if self.stopped:
+                    break
             if kind == _ARRIVAL:
                 if a + 1 < n:
                     self._push(trace.arrivals[a + 1], _ARRIVAL, a + 1)
@@ -170,8 +183,24 @@ class Simulator:
             self.stopped = True
 
     def _first_token(self, seq: Sequence) -> None:
-        if self.slo is not None and seq.lifecycle.ttft > self.slo.ttft:
+        if self.slo is None:
+            return
+        lc = seq.lifecycle
+        if lc.ttft > self.slo.ttft:
             self._violate(seq.seq_id)
+        elif self.doom and self.mode != "prefill-only" and seq.params.max_tokens > 1:
+            end = lc.token_times[0] + self.slo.tpot * (seq.params.max_tokens - 1)
+            heapq.heappush(self.deadlines, (end, seq.seq_id, 1))
+
+    def _expire(self, now: float) -> None:
+        """Count the requests whose deadline passed before ``now`` unmet as violations."""
+        deadlines = self.deadlines
+        lifecycles = self.lifecycles
+        while deadlines and deadlines[0][0] < now and not self.stopped:
+            _, i, what = heapq.heappop(deadlines)
+            lc = lifecycles[i]
+            if (not lc.token_times) if what == 0 else lc.finish is None:
+                self._violate(i)
 
     def _finished(self, seq: Sequence) -> None:
         """Judge a request at its end (phase-only runs judge their phase's metric only)."""
@@ -197,6 +226,8 @@ class Simulator:
         if self.mode == "decode-only":
             self._prefilled_at_arrival(seq, now)
             return
+        if self.doom:
+            heapq.heappush(self.deadlines, (now + self.slo.ttft, i, 0))
         inst = min(self.entry, key=_load)
         inst.sched.add(seq, now)
         self._try_start(inst, now)
@@ -318,6 +349,7 @@ class Simulator:
             lc.finish = now
             self._finished(seq)
             return
+        self._first_token(seq)
         decode = min(self.decoders, key=_load)
         decode.sched.add_pending(seq, now)
         self._admit(decode, now)
