@@ -91,6 +91,7 @@ def phase_goodputs(ctx: PlanContext, role: str, configs: list[ParallelConfig],
         goodputs[cfg] = g or 0.0
         candidates.append(Candidate(f"{role}-only {cfg.instance(role).format(False)}",
                                     cfg.gpus, g, ctx.search.estimate(setup)))
+        ctx.tried(candidates[-1].label, cfg.gpus, g, placement=False)
     return goodputs, candidates
 
 
@@ -153,7 +154,7 @@ def pairings(configs: list[ParallelConfig], g_p: dict, g_d: dict, total: int,
 def plan_high(ctx: PlanContext, rate: float | None = None,
               start: PhasePlan | None = None) -> PhasePlan:
     """Alg. 1 on ``ctx``; ``start``: Alg. 2's plan on the same context (searched here when
-    not given)."""
+    not given; none when no Alg. 2 unit fits)."""
     cluster = ctx.cluster
     total = cluster.num_gpus
     configs = ctx.instance_configs(max_gpus=total)
@@ -247,6 +248,7 @@ def _verify(ctx: PlanContext, ranked: list[Pairing], best: _Verified,
             goodput = ctx.search.goodput(setup, must_beat=ctx.search.bar(best.per_gpu, gpus))
             candidates.append(Candidate(unit.format(False), gpus, goodput,
                                         pair.predicted_per_gpu * gpus))
+            ctx.tried(unit.format(False), gpus, goodput)
             if goodput is not None and goodput / gpus > best.per_gpu:
                 best.pair, best.goodput, best.unit = pair, goodput, unit
                 best.per_gpu = goodput / gpus
