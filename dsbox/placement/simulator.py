@@ -363,6 +363,8 @@ class Simulator:
         self._try_start(decode, now)
 
     def _admit(self, decode: _Instance, now: float) -> None:
+        if not decode.sched.pending:
+            return
         admitted = decode.sched.admit(now)
         if not admitted:
             return
