@@ -84,9 +84,17 @@ class _Instance:
         self.stage_busy = False        # stage 0 holds a step
         self.num_in_flight = 0         # steps not done yet
         self.num_decoding = 0          # decode steps (micro-batches) not done yet
-        self.busy_ids: set[int] = set()  # sequences of the steps in flight (pp > 1 only)
+        # sequences of the scheduler outputs in flight (pp > 1 only; those of lazy groups
+        # in flight are the lazy path's own: see busy())
+        self.busy_ids: set[int] = set()
         self.stage_free = [0.0] * self.pp
         self.lazy = LazyDecode(self.sched) if fast and spec.role != "prefill" else None
+
+    def busy(self) -> set[int]:
+        """Every sequence in a step in flight."""
+        if self.lazy is None or not self.lazy.num_busy:
+            return self.busy_ids
+        return self.busy_ids | self.lazy.in_flight_ids()
 
     def decode_cap(self) -> int | None:
         """The runtime's cap on a decode micro-batch (None without PP)."""
@@ -256,7 +264,7 @@ class Simulator:
                 return
             lazy.detach_idle()
         while True:
-            out = sched.schedule(now, inst.busy_ids, inst.decode_cap())
+            out = sched.schedule(now, inst.busy(), inst.decode_cap())
             if out is None:
                 return
             if out.seqs:
@@ -281,8 +289,6 @@ class Simulator:
             context = out.sum_context
             stage = inst.decode_latency.decode_time(out.batch_size, context) / pp
             inst.num_decoding += 1
-            if pp > 1:
-                inst.busy_ids.update(out.ids)
         free = inst.stage_free
         # the runtime's own cost of the step comes first, in stage 0's slot
         t = max(now, free[0]) + inst.latency.step_overhead(context) + stage
@@ -311,8 +317,6 @@ class Simulator:
                 self._after_prefill(inst, out, now)
         else:
             inst.num_decoding -= 1
-            if inst.pp > 1:
-                inst.busy_ids.difference_update(out.ids)
             finished = inst.lazy.complete(out, now)
         for seq in finished:
             self._finished(seq)

@@ -130,7 +130,7 @@ class _Checked(Simulator):
                                              len(self.flights[inst.index]))
         super()._start(inst, now, out)
         if inst.pp > 1:
-            assert inst.busy_ids == self._in_flight_ids(inst)
+            assert inst.busy() == self._in_flight_ids(inst)
 
     def _step_done(self, inst, out, now) -> None:
         self.flights[inst.index].remove(out)
