@@ -94,6 +94,10 @@ def plan(
 
     if algorithm not in ALGORITHMS:
         raise _fail(f"--algorithm must be one of {', '.join(ALGORITHMS)}")
+    if slo is not None and slo_scale is not None:
+        raise _fail("give --slo or --slo-scale, not both")
+    if slo_scale is not None and not slo_scale > 0:
+        raise _fail(f"--slo-scale must be > 0, got {slo_scale:g}")
     try:
         settings = SearchSettings(**groups["search_"])
         limits = EngineLimits(**groups["limits_"])

@@ -48,12 +48,12 @@ def test_a_local_profile_from_dsbox_profile_is_used(tmp_path):
     prof = load_profile("a100-80g", "opt-13b")
     prof.device = "mygpu"
     prof.save(tmp_path / "profiles" / "mygpu" / "opt-13b.json")
-    choice = choose_placement("opt-13b", "mygpu", 4, settings=FAST, lengths=SHAREGPT_LIKE)
+    choice = choose_placement("opt-13b", "mygpu", 2, settings=FAST, lengths=SHAREGPT_LIKE)
     assert choice.source == "plan" and choice.profile == "mygpu"
 
 
 def test_no_placement_meeting_the_slo_falls_back_to_the_rule():
-    choice = choose_placement("opt-13b", "a100-80g", 4, slo="0.001,0.001", settings=FAST,
+    choice = choose_placement("opt-13b", "a100-80g", 2, slo="0.001,0.001", settings=FAST,
                               lengths=SHAREGPT_LIKE)
     assert choice.source == "rule" and "no placement meets" in choice.reason
 

@@ -3,6 +3,8 @@ below the best colocated placement it evaluated, with the figures that explain i
 
 from __future__ import annotations
 
+import functools
+
 import pytest
 
 from dsbox.placement.plan import make_context, plan_search
@@ -17,12 +19,18 @@ CASES = {
 }
 
 
-@pytest.mark.parametrize("case", sorted(CASES))
-def test_recommendation_is_never_below_the_best_colocated_placement(case):
+@functools.cache
+def _result(case: str):
     model, cluster, slo, colocated_engine = CASES[case]
     ctx = make_context(model, cluster, slo, "sharegpt-like", lengths=SHAREGPT_LIKE,
                        settings=FAST)
-    result = plan_search(ctx, "low", colocated_engine=colocated_engine)
+    return plan_search(ctx, "low", colocated_engine=colocated_engine)
+
+
+@pytest.mark.parametrize("case", sorted(CASES))
+def test_recommendation_is_never_below_the_best_colocated_placement(case):
+    colocated_engine = CASES[case][3]
+    result = _result(case)
     v = result.verdict
     evaluated = [c.per_gpu for c in result.colocated.candidates if c.per_gpu is not None]
     assert evaluated and v.goodput_per_gpu >= max(evaluated)
@@ -43,16 +51,12 @@ def test_recommendation_is_never_below_the_best_colocated_placement(case):
 
 
 def test_a_loose_tpot_against_a_short_decode_step_favours_colocation():
-    ctx = make_context("opt-13b", "1x4", "2.5,1.0", "sharegpt-like", lengths=SHAREGPT_LIKE,
-                       settings=FAST)
-    v = plan_search(ctx, "low").verdict
+    v = _result("13b-loose-tpot").verdict
     assert v.mode == "colocated"
     assert "TPOT target of 1000 ms" in v.reason and "still meets it" in v.reason
     assert "decode step" in v.reason and "prefill" in v.reason
 
 
 def test_the_vllm_baseline_is_called_out_as_not_like_for_like():
-    ctx = make_context("opt-13b", "1x4", "chatbot-13b", "sharegpt-like",
-                       lengths=SHAREGPT_LIKE, settings=FAST)
-    v = plan_search(ctx, "low", colocated_engine="vllm").verdict
+    v = _result("13b-vs-vllm").verdict
     assert not v.same_fit and "not a like-for-like comparison" in v.reason
