@@ -4,13 +4,15 @@ Usage::
 
     .venv/bin/python benchmarks/pp_decode.py              # 1000 requests per rate
     .venv/bin/python benchmarks/pp_decode.py --requests 200
+    .venv/bin/python benchmarks/pp_decode.py --ray-overhead   # DistServe's per-step cost
 
 OPT-66B on the built-in a100-80g profile, ``prefill:tp=4;decode:tp=2,pp=2`` on one node,
 ShareGPT lengths, SLO 0.4 s / 0.1 s, Poisson arrivals at 1, 2, 2.5 and 3 req/s. For each
 rate: the mean number of decode steps that end between two consecutive tokens of a
 sequence (its own included: micro-batches per round, ``pp`` = 2 is the goal), the p50
 TPOT and the SLO attainment. DistServe's simulator gives a p50 TPOT of 61 ms at 1 req/s
-on this case (its per-step Ray overhead, 2 ms + 1e-4 ms per context token, included).
+on this case (its per-step Ray overhead, 2 ms + 1e-4 ms per context token, included);
+``--ray-overhead`` puts that overhead in the profile (``step_overhead_ms``) to compare.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ import statistics
 from dsbox.config.placement import Placement
 from dsbox.config.slo import SLO
 from dsbox.placement.plan import make_context
+from dsbox.placement.profile_source import load_profile
 from dsbox.placement.simulator import simulate
 
 PLACEMENT = "prefill:tp=4;decode:tp=2,pp=2"
@@ -39,11 +42,17 @@ def micro_batches_per_round(lifecycles) -> float:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--requests", type=int, default=1000)
+    parser.add_argument("--ray-overhead", action="store_true",
+                        help="add DistServe's per-step overhead: 2 ms + 1e-4 ms per token")
     args = parser.parse_args()
-    ctx = make_context("opt-66b", "1x8", SLO(0.4, 0.1), "sharegpt")
+    profile = load_profile("a100-80g", "opt-66b")
+    if args.ray_overhead:
+        profile.step_overhead_ms, profile.step_overhead_ms_per_token = 2.0, 1e-4
+    ctx = make_context("opt-66b", "1x8", SLO(0.4, 0.1), "sharegpt", profile=profile)
     setup = ctx.setup(Placement.parse(PLACEMENT))
     print(f"{PLACEMENT}, opt-66b a100-80g, ShareGPT, SLO 0.4 s / 0.1 s, "
-          f"{args.requests} requests")
+          f"{args.requests} requests, step overhead {profile.step_overhead_ms:g} ms + "
+          f"{profile.step_overhead_ms_per_token:g} ms/token")
     print("| rate req/s | micro-batches per round | p50 TPOT ms | attainment |")
     print("|---|---|---|---|")
     for rate in RATES:
