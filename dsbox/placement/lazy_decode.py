@@ -192,9 +192,9 @@ class LazyDecode:
         if busy or self.num_busy:
             chosen = None if busy else self._only_idle_group(len(running))
             if chosen is None:
-                members = self.members
-                chosen = [s for s in running if s.seq_id not in busy
-                          and ((m := members.get(s.seq_id)) is None or not m.group.in_flight)]
+                skip = self.in_flight_ids()
+                skip.update(busy)
+                chosen = [s for s in running if s.seq_id not in skip]
         else:
             chosen = running
         if cap is not None and len(chosen) > cap:
