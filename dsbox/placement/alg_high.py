@@ -176,10 +176,11 @@ def plan_high(ctx: PlanContext, rate: float | None = None,
     order_p = _by_estimate(ctx, "prefill", configs)
     order_d = _by_estimate(ctx, "decode", configs)
     for stage_configs in ((order_p[:FIRST_LOOK], order_d[:FIRST_LOOK]), (order_p, order_d)):
-        floor_p = floor_d = best.per_gpu / (1 + PREDICTION_SLACK)
+        target = best.per_gpu / (1 + PREDICTION_SLACK)
+        floor_p = floor_d = target
         if g_p and g_d:  # a pairing is at most the harmonic sum of its phases per GPU
-            floor_p = phase_floor(floor_d, _best_per_gpu(g_d) * (1 + PREDICTION_SLACK))
-            floor_d = phase_floor(floor_d, _best_per_gpu(g_p) * (1 + PREDICTION_SLACK))
+            floor_p = phase_floor(target, _best_per_gpu(g_d) * (1 + PREDICTION_SLACK))
+            floor_d = phase_floor(target, _best_per_gpu(g_p) * (1 + PREDICTION_SLACK))
         candidates += phase_goodputs(ctx, "prefill", stage_configs[0], floor_p, g_p)[1]
         candidates += phase_goodputs(ctx, "decode", stage_configs[1], floor_d, g_d)[1]
         known = [c for c in configs if c in g_p or c in g_d]
@@ -194,8 +195,9 @@ def plan_high(ctx: PlanContext, rate: float | None = None,
     notes = []
     if best.pair is None:
         candidates = (low.candidates if low is not None else []) + candidates
-        notes.append("Alg. 2's placement (KV inside nodes) is the best found; no placement "
-                     "that sends KV across nodes beat it")
+        notes.append("Alg. 2's placement (KV inside nodes) is the best found"
+                     + ("; no placement that sends KV across nodes beat it"
+                        if cluster.num_nodes > 1 else ""))
     else:
         pair = best.pair
         if pair.n_prefill * pair.prefill.gpus + pair.n_decode * pair.decode.gpus > total:

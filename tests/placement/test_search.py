@@ -7,7 +7,7 @@ import pytest
 from dsbox.config.model_spec import get_model_spec
 from dsbox.config.placement import InstanceSpec, Placement, layer_nodes
 from dsbox.config.slo import SLO
-from dsbox.placement.alg_high import plan_high, replicas
+from dsbox.placement.alg_high import phase_floor, plan_high, replicas
 from dsbox.placement.alg_low import enumerate_units, plan_low
 from dsbox.placement.capacity import rate_upper_bound
 from dsbox.placement.cluster import ClusterSpec
@@ -185,3 +185,11 @@ def test_rate_upper_bound_is_an_upper_bound(text, gbps):
     measured = _throughput(setup, 3 * bound)
     assert measured <= bound * 1.02
     assert measured >= 0.3 * bound  # and it is not a vacuous bound
+
+
+def test_phase_floor_is_the_harmonic_bound():
+    """A pairing's GPUs split between its phases: with phase goodputs x and y per GPU it
+    serves at most 1/(1/x + 1/y) per GPU, so beating 1 with y = 2 needs x >= 2."""
+    assert phase_floor(1.0, 2.0) == pytest.approx(2.0)
+    assert 1 / (1 / phase_floor(1.0, 3.0) + 1 / 3.0) == pytest.approx(1.0)
+    assert phase_floor(1.0, 1.0) == float("inf") and phase_floor(0.0, 1.0) == 0.0
