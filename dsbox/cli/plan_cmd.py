@@ -24,16 +24,10 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from dsbox.cli.errors import fail
 from dsbox.cli.options import with_dataclass_options
 
-EXIT_USAGE = 2
-
-
 # --- the command ---------------------------------------------------------------------------
-def _fail(message: str) -> typer.Exit:
-    Console(stderr=True, highlight=False).print(f"[bold red]error:[/] {message}",
-                                                soft_wrap=True)
-    return typer.Exit(EXIT_USAGE)
 
 
 def _groups():
@@ -93,11 +87,11 @@ def plan(
     from dsbox.placement.sim_setup import EngineLimits
 
     if algorithm not in ALGORITHMS:
-        raise _fail(f"--algorithm must be one of {', '.join(ALGORITHMS)}")
+        raise fail(f"--algorithm must be one of {', '.join(ALGORITHMS)}")
     if slo is not None and slo_scale is not None:
-        raise _fail("give --slo or --slo-scale, not both")
+        raise fail("give --slo or --slo-scale, not both")
     if slo_scale is not None and not slo_scale > 0:
-        raise _fail(f"--slo-scale must be > 0, got {slo_scale:g}")
+        raise fail(f"--slo-scale must be > 0, got {slo_scale:g}")
     try:
         settings = SearchSettings(**groups["search_"])
         limits = EngineLimits(**groups["limits_"])
@@ -105,7 +99,7 @@ def plan(
             cluster, profile, nvlink_bandwidth=None if nvlink_gbps is None else nvlink_gbps * 1e9,
             network_bandwidth=network_gbps * 1e9 / 8)
     except ValueError as exc:
-        raise _fail(str(exc)) from None
+        raise fail(str(exc)) from None
     status = Console(stderr=True, highlight=False)
     try:
         with status.status(f"loading workload {workload} and profile {profile} ...",
@@ -123,10 +117,10 @@ def plan(
                         f"{cluster_spec.describe()} ...")
             result = plan_search(ctx, algorithm, rate, colocated_engine)
     except (ValueError, KeyError) as exc:
-        raise _fail(str(exc.args[0] if isinstance(exc, KeyError) else exc)) from None
+        raise fail(str(exc.args[0] if isinstance(exc, KeyError) else exc)) from None
     except Exception as exc:  # a missing data package, for one
         if type(exc).__name__ == "MissingDataPackageError":
-            raise _fail(str(exc)) from None
+            raise fail(str(exc)) from None
         raise
     if as_json:
         sys.stdout.write(json.dumps(result.to_json()) + "\n")
