@@ -23,7 +23,7 @@ run: $(STAMP)
 	$(VENV)/bin/dsbox run
 
 lint: $(STAMP)
-	$(VENV)/bin/ruff check dsbox tests benchmarks
+	$(VENV)/bin/ruff check dsbox tests benchmarks scripts
 
 test: $(STAMP) lint
 	$(VENV)/bin/pytest
