@@ -17,7 +17,8 @@ from dsbox import LLM, SamplingParams
 SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "train_default_model.py"
 TOY = ["--steps", "3", "--max-conversations", "300", "--vocab-size", "300",
        "--hidden-size", "32", "--num-layers", "1", "--num-heads", "2", "--ffn-dim", "64",
-       "--seq-len", "64", "--batch-size", "2", "--eval-rows", "2", "--warmup-steps", "1",
+       "--seq-len", "256", "--batch-size", "2", "--eval-rows", "2", "--warmup-steps", "1",
+       "--held-out", "0.1",
        "--tokenizer-chars", "200000", "--sample-tokens", "4", "--threads", "1"]
 
 
@@ -35,13 +36,13 @@ def test_toy_training_is_loadable_and_reproducible(tmp_path):
     record = train(first)
     for name in ("config.json", "model.safetensors", "tokenizer.json", "training.json"):
         assert (first / name).is_file(), name
-    assert record["steps"] == 3 and record["tokens_trained"] == 3 * 2 * 64
-    assert record["data"]["held_out_conversations"] == "[294, 300)"
+    assert record["steps"] == 3 and record["tokens_trained"] == 3 * 2 * 256
+    assert record["data"]["held_out_conversations"] == "[270, 300)"
     assert record["held_out"]["loss"] > 0 and record["wall_seconds"] > 0
     assert "--steps 3" in record["reproduce"] and len(record["samples"]) == 5
 
     llm = LLM(model=str(first), dtype="float32", device="cpu", kv_cache_memory=1 << 20)
-    assert llm.engine.spec.vocab_size == 300 and llm.engine.spec.max_position_embeddings == 64
+    assert llm.engine.spec.vocab_size == 300 and llm.engine.spec.max_position_embeddings == 256
     assert (llm.tokenizer.bos_token_id, llm.tokenizer.eos_token_id,
             llm.tokenizer.pad_token_id) == (2, 2, 1)
     out = llm.generate("User: Hi\nAssistant:", SamplingParams(max_tokens=3, temperature=0,
