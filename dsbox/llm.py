@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from dsbox.config import EngineConfig
+from dsbox.config import DEFAULT_MODEL, EngineConfig
 from dsbox.engine.request_output import RequestOutput
 from dsbox.engine.sampling_params import SamplingParams
 
@@ -18,7 +18,7 @@ from dsbox.engine.sampling_params import SamplingParams
 class LLM:
     """Offline batched generation. Keyword arguments are ``EngineConfig`` fields."""
 
-    def __init__(self, model: str = "opt-tiny", **kwargs) -> None:
+    def __init__(self, model: str = DEFAULT_MODEL, **kwargs) -> None:
         unknown = set(kwargs) - set(EngineConfig.field_names())
         if unknown:
             raise TypeError(f"unknown LLM argument(s): {', '.join(sorted(unknown))}")
