@@ -420,9 +420,15 @@ def sample_replies(out: Path, template: ChatTemplate, max_tokens: int) -> list[d
 
 
 def git_commit() -> str | None:
+    """HEAD of the repository the script is in, with ``+dirty`` when the script or the
+    package had uncommitted changes (then the record does not name the exact code)."""
     try:
-        return subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True,
-                              check=True, cwd=Path(__file__).parent).stdout.strip()
+        def git(*args: str) -> str:
+            return subprocess.run(["git", *args], capture_output=True, text=True, check=True,
+                                  cwd=Path(__file__).parent).stdout.strip()
+
+        dirty = git("status", "--porcelain", "--", "../scripts", "../dsbox", ":!../dsbox/data")
+        return git("rev-parse", "HEAD") + ("+dirty" if dirty else "")
     except (OSError, subprocess.CalledProcessError):
         return None
 
