@@ -259,7 +259,7 @@ def test_missing_registry_model_names_the_paths_tried(no_models):
 
 
 def test_unknown_name_and_missing_directory(tmp_path):
-    with pytest.raises(ModelNotFoundError, match="known: opt-tiny"):
+    with pytest.raises(ModelNotFoundError, match="known: dsbox-chat, opt-tiny"):
         resolve_model("gpt-17")
     with pytest.raises(ModelNotFoundError, match=str(tmp_path / "nope")):
         resolve_model(str(tmp_path / "nope"))
