@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 from collections.abc import AsyncIterator, Callable
 
+from pydantic import BaseModel
 from starlette.requests import Request
 from starlette.responses import Response
 
@@ -45,26 +46,33 @@ async def whole(job: Job, request: Request) -> list[RequestOutput] | None:
 
 
 async def streamed(job: Job, request: Request, chunks: ChunkMaker) -> Response:
-    """An event stream of ``chunks(outputs)``, opened once the first output is there."""
-    outputs = job.outputs()
+    """An event stream of ``chunks(job.outputs())``, opened once the first output is
+    there."""
     try:
-        first = await until_disconnect(anext(outputs), request.receive)
+        first = await until_disconnect(job.first(), request.receive)
     except ClientGone:
         job.close()
         return gone()
     except BaseException:
         job.close()
         raise
-    if first[1].finish_reason == "error":
+    if first.finish_reason == "error":
         job.close()
-        raise engine_failed(first[1].error)
+        raise engine_failed(first.error)
+    return EventStream(chunks(job.outputs()), on_close=job.close)
 
-    async def items() -> AsyncIterator[Item]:
-        yield first
-        async for item in outputs:
-            yield item
 
-    return EventStream(chunks(items()), on_close=job.close)
+class ChunkEncoder:
+    """Stream chunks of one response as SSE events: the fields every chunk shares (id,
+    object, created, model) are encoded once, each chunk adds its one choice."""
+
+    def __init__(self, head: BaseModel, include_usage: bool) -> None:
+        shared = head.model_dump_json(exclude={"choices", "usage"})
+        self._prefix = b"data: " + shared[:-1].encode() + b',"choices":['
+        self._suffix = b"]" + (b',"usage":null' if include_usage else b"") + b"}\n\n"
+
+    def choice(self, choice: BaseModel) -> bytes:
+        return self._prefix + choice.__pydantic_serializer__.to_json(choice) + self._suffix
 
 
 def error_event(out: RequestOutput) -> bytes:
@@ -83,5 +91,5 @@ def usage(prompt_lens: list[int], finals: list[RequestOutput]) -> Usage:
     return Usage(prompt_tokens=p, completion_tokens=c, total_tokens=p + c)
 
 
-__all__ = ["DONE", "error_event", "event", "finish_reason", "gone", "streamed", "usage",
-           "whole"]
+__all__ = ["DONE", "ChunkEncoder", "error_event", "event", "finish_reason", "gone", "streamed",
+           "usage", "whole"]

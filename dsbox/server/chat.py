@@ -18,7 +18,6 @@ from starlette.responses import JSONResponse, Response
 
 from dsbox.server import answer
 from dsbox.server.errors import bad_request
-from dsbox.server.jobs import Job
 from dsbox.server.logprobs import chat_logprobs
 from dsbox.server.protocol import (
     AssistantMessage,
@@ -70,7 +69,7 @@ async def create_chat_completion(request: Request, state: ServerState) -> Respon
     param = "max_completion_tokens" if req.max_completion_tokens is not None else "messages"
     max_tokens = check_context(len(ids), limit, state.client.max_model_len, "messages", param)
     params = sampling_params(req, max_tokens, stops, _logprobs_n(req))
-    job = Job(state.client, state.gate, tag="chat")
+    job = state.job("chat")
     try:
         job.start([ids] * req.n, params)
     except ValueError as exc:
@@ -114,7 +113,7 @@ class _Reply:
 
     async def chunks(self, outputs: AsyncIterator[answer.Item]) -> AsyncIterator[bytes]:
         include_usage = bool(self.req.stream_options and self.req.stream_options.include_usage)
-        exclude = None if include_usage else {"usage"}
+        encode = answer.ChunkEncoder(self._chunk([]), include_usage).choice
         sent_tokens: dict[int, int] = {}
         finals = {}
         async for index, out in outputs:
@@ -125,7 +124,7 @@ class _Reply:
             if index not in sent_tokens:  # each choice opens with the role
                 sent_tokens[index] = 0
                 opening = ChatChunkChoice(index=index, delta=Delta(role="assistant", content=""))
-                yield answer.event(self._chunk([opening]).model_dump_json(exclude=exclude))
+                yield encode(opening)
             if not out.new_text and not out.finished:
                 continue
             start = sent_tokens[index]
@@ -136,7 +135,7 @@ class _Reply:
                                      finish_reason=answer.finish_reason(out))
             if out.finished:
                 finals[index] = out
-            yield answer.event(self._chunk([choice]).model_dump_json(exclude=exclude))
+            yield encode(choice)
         if include_usage:
             usage = answer.usage([self.prompt_len], [finals[i] for i in sorted(finals)])
             yield answer.event(self._chunk([], usage).model_dump_json())

@@ -16,7 +16,6 @@ from starlette.responses import JSONResponse, Response
 
 from dsbox.server import answer
 from dsbox.server.errors import bad_request
-from dsbox.server.jobs import Job
 from dsbox.server.logprobs import completion_logprobs
 from dsbox.server.protocol import (
     CompletionChoice,
@@ -60,7 +59,7 @@ async def create_completion(request: Request, state: ServerState) -> Response:
                                    "prompt", "prompt")
         all_prompts += [ids] * req.n
         all_params += sampling_params(req, max_tokens, stops, req.logprobs)
-    job = Job(state.client, state.gate, tag="completions")
+    job = state.job("completions")
     try:
         job.start(all_prompts, all_params)
     except ValueError as exc:
@@ -102,7 +101,7 @@ class _Reply:
 
     async def chunks(self, outputs: AsyncIterator[answer.Item]) -> AsyncIterator[bytes]:
         include_usage = bool(self.req.stream_options and self.req.stream_options.include_usage)
-        exclude = None if include_usage else {"usage"}
+        encode = answer.ChunkEncoder(self._response([]), include_usage).choice
         sent_tokens: dict[int, int] = {}
         sent_chars: dict[int, int] = {}
         finals = {}
@@ -121,7 +120,7 @@ class _Reply:
                                       finish_reason=answer.finish_reason(out))
             if out.finished:
                 finals[index] = out
-            yield answer.event(self._response([choice]).model_dump_json(exclude=exclude))
+            yield encode(choice)
         if include_usage:
             usage = answer.usage(self.prompt_lens, [finals[i] for i in sorted(finals)])
             yield answer.event(self._response([], usage).model_dump_json())

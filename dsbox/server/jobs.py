@@ -5,6 +5,10 @@ through the engine client and fans their outputs into one asyncio queue, in the 
 engine produces them; :meth:`Job.close` aborts whatever has not finished (a client that
 left, an error), so no request outlives its caller and its KV blocks are freed.
 
+Outputs cross from the engine's thread to the event loop through a :class:`Mailbox`: one
+wake-up of the loop per batch of outputs (an engine step yields one output per running
+request), not one per output.
+
 A :class:`WaitingGate` counts the requests that have not produced their first token yet
 (queued for prefill or in it) across the server; a job that would take it past its limit is
 refused before anything is submitted (the server answers 429 with ``Retry-After``).
@@ -44,18 +48,46 @@ class WaitingGate:
             self.num_waiting -= n
 
 
+class Mailbox:
+    """Delivers items from any thread into asyncio queues of one event loop, waking the
+    loop once for everything posted until it runs."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.loop = loop
+        self._lock = threading.Lock()
+        self._items: list[tuple[asyncio.Queue, object]] = []
+
+    def post(self, queue: asyncio.Queue, item: object) -> None:
+        with self._lock:
+            self._items.append((queue, item))
+            wake = len(self._items) == 1
+        if wake and not self.loop.is_closed():
+            try:
+                self.loop.call_soon_threadsafe(self._deliver)
+            except RuntimeError:  # the loop closed meanwhile: nobody is waiting
+                pass
+
+    def _deliver(self) -> None:
+        with self._lock:
+            items, self._items = self._items, []
+        for queue, item in items:
+            queue.put_nowait(item)
+
+
 class Job:
     """Requests submitted together; outputs as ``(choice index, RequestOutput)``."""
 
-    def __init__(self, client: EngineClient, gate: WaitingGate, tag: str) -> None:
+    def __init__(self, client: EngineClient, gate: WaitingGate, mailbox: Mailbox,
+                 tag: str) -> None:
         self.client = client
         self.gate = gate
+        self.mailbox = mailbox
         self.tag = tag
         self.request_ids: list[int] = []
         self.finals: dict[int, RequestOutput] = {}      # by choice index
         self._index: dict[int, int] = {}                 # request id -> choice index
         self._queue: asyncio.Queue[RequestOutput] = asyncio.Queue()
-        self._loop: asyncio.AbstractEventLoop | None = None
+        self._first: RequestOutput | None = None
         self._lock = threading.Lock()
         self._started: set[int] = set()                  # ids that left the gate
         self._num_entered = 0
@@ -64,7 +96,6 @@ class Job:
     def start(self, prompts: Sequence[list[int]], params: Sequence[SamplingParams]) -> None:
         """Submit one request per (prompt, params); ValueError (nothing queued) for bad
         input, the gate's 429 APIError when too many requests wait already."""
-        self._loop = asyncio.get_running_loop()
         self.gate.enter(len(prompts))
         self._num_entered = len(prompts)
         try:
@@ -86,21 +117,28 @@ class Job:
                 self._started.add(rid)
         if first:
             self.gate.leave(1)
-        loop = self._loop
-        if loop is not None and not loop.is_closed():
-            loop.call_soon_threadsafe(self._queue.put_nowait, out)
+        self.mailbox.post(self._queue, out)
 
     @property
     def done(self) -> bool:
         return len(self.finals) == len(self.request_ids)
 
+    async def first(self) -> RequestOutput:
+        """The first output of any of the requests (also the first of :meth:`outputs`)."""
+        if self._first is None:
+            self._first = await self._queue.get()
+        return self._first
+
     async def outputs(self) -> AsyncIterator[tuple[int, RequestOutput]]:
         """Every output of every request, as the engine produces them, until all ended."""
-        while not self.done:
-            out = await self._queue.get()
-            index = self._index[out.request_id]
+        queue, index_of, finals = self._queue, self._index, self.finals
+        pending, self._first = self._first, None
+        while len(finals) < len(index_of):
+            out = pending if pending is not None else await queue.get()
+            pending = None
+            index = index_of[out.request_id]
             if out.finished:
-                self.finals[index] = out
+                finals[index] = out
             yield index, out
 
     async def wait(self) -> list[RequestOutput]:
