@@ -34,6 +34,7 @@ class Server:
     proc: subprocess.Popen
     url: str = ""
     lines: list[str] = field(default_factory=list)
+    headers: dict[str, str] = field(default_factory=dict)  # the API key, if it has one
 
     def output(self) -> str:
         return "\n".join(self.lines)
@@ -41,7 +42,9 @@ class Server:
     def metrics(self) -> dict[str, float]:
         """Every sample of /metrics by name and labels: ``name{a="x",b="y"}`` -> value
         (labels sorted, model_name left out), parsed by prometheus_client's parser."""
-        text = httpx.get(self.url + "/metrics", timeout=30).text
+        res = httpx.get(self.url + "/metrics", headers=self.headers, timeout=30)
+        res.raise_for_status()
+        text = res.text
         out = {}
         for family in text_string_to_metric_families(text):
             for s in family.samples:
@@ -60,12 +63,16 @@ class Server:
             raise
 
 
-def start_server(args: list[str], timeout: float = 240) -> Server:
-    """``dsbox serve ARGS --port 0``; returns once it says where it listens."""
+def start_server(args: list[str], timeout: float = 240, api_key: str | None = None) -> Server:
+    """``dsbox serve ARGS --port 0`` (with ``$DSBOX_API_KEY`` set to ``api_key`` if one is
+    given); returns once it says where it listens."""
     env = dict(os.environ, OMP_NUM_THREADS="1", NO_COLOR="1")
+    env.pop("DSBOX_API_KEY", None)
+    if api_key is not None:
+        env["DSBOX_API_KEY"] = api_key
     proc = subprocess.Popen([*DSBOX, "serve", *args, "--port", "0"], env=env, text=True,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-    server = Server(proc)
+    server = Server(proc, headers={"Authorization": f"Bearer {api_key}"} if api_key else {})
     ready = threading.Event()
 
     def read() -> None:

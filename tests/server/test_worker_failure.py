@@ -1,7 +1,8 @@
 """A worker of a running ``dsbox serve`` is SIGKILLed: the requests it held become 500s
 (streams get an error event) within 5 s, ``/health`` keeps answering with that instance
 marked unhealthy, new requests fail fast with the engine's reason, and the server still
-stops cleanly, leaving no process behind."""
+stops cleanly, leaving no process behind. This server takes its API key from
+``$DSBOX_API_KEY``."""
 
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ import httpx
 from tests.server.conftest import PER_BLOCK, TWO_INSTANCES, start_server, wait_until
 
 NAME = "served-tiny"
+KEY = "from-the-environment"
 
 
 def _alive(pid: int) -> bool:
@@ -29,8 +31,13 @@ def _alive(pid: int) -> bool:
 def test_killed_decode_worker_turns_its_requests_into_500s(preln_ckpt):
     srv = start_server([str(preln_ckpt), "--placement", TWO_INSTANCES, "--device", "cpu",
                         "--dtype", "float32", "--kv-cache-memory", str(400 * PER_BLOCK),
-                        "--max-model-len", "1024", "--served-model-name", NAME])
+                        "--max-model-len", "1024", "--served-model-name", NAME],
+                       api_key=KEY)
+    auth = srv.headers
     try:
+        assert "API key required" in srv.output()
+        denied = httpx.post(srv.url + "/v1/completions", json={"model": NAME, "prompt": "x"})
+        assert denied.status_code == 401
         assert wait_until(lambda: "pids" in httpx.get(srv.url + "/health").json()
                           ["instances"][1], 10)
         health = httpx.get(srv.url + "/health").json()
@@ -43,13 +50,15 @@ def test_killed_decode_worker_turns_its_requests_into_500s(preln_ckpt):
         results: dict[int, tuple[int, str, float]] = {}
 
         def whole(i: int) -> None:
-            res = httpx.post(srv.url + "/v1/completions", json=body, timeout=120)
+            res = httpx.post(srv.url + "/v1/completions", json=body, headers=auth,
+                             timeout=120)
             results[i] = (res.status_code, res.text, time.monotonic())
 
         def streamed(i: int) -> None:
             events = []
             with httpx.stream("POST", srv.url + "/v1/completions",
-                              json=dict(body, stream=True), timeout=120) as res:
+                              json=dict(body, stream=True), headers=auth,
+                              timeout=120) as res:
                 for line in res.iter_lines():
                     if line.startswith("data: "):
                         events.append(line[6:])
@@ -89,7 +98,7 @@ def test_killed_decode_worker_turns_its_requests_into_500s(preln_ckpt):
         # a new request fails fast, saying why
         t0 = time.monotonic()
         res = httpx.post(srv.url + "/v1/completions", json=dict(body, max_tokens=4),
-                         timeout=30)
+                         headers=auth, timeout=30)
         assert res.status_code == 500 and time.monotonic() - t0 < 5
         assert "no healthy decode instance" in res.json()["error"]["message"]
         assert srv.metrics()['dsbox:instance_healthy{instance="1",role="decode"}'] == 0
