@@ -9,7 +9,10 @@ events parsed as they arrive, as ``vllm bench serve`` does; httpx costs about 2.
 much CPU per event, which on a small machine competes with the server), tokens counted
 from each stream's final usage chunk. In-process side: an engine opened here, the same requests
 through ``EngineClient.stream``. Throughput = generated tokens / wall time from the first
-request sent to the last one finished. The two sides alternate and the best of
+request sent to the last one finished. CPU time per generated token is shown for the
+front end (the server process: engine loop and HTTP; or this process: engine loop and
+streams; worker processes are not counted on either side) and for the load generator. The
+two sides alternate and the best of
 ``--repeats`` runs of each counts, which keeps other load on the machine out of the
 comparison.
 
@@ -23,6 +26,7 @@ import asyncio
 import json
 import os
 import re
+import statistics
 import subprocess
 import sys
 import threading
@@ -31,6 +35,12 @@ from pathlib import Path
 
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 PLACEMENT = "prefill:tp=1;decode:tp=1"
+
+
+def process_cpu_s(pid: int) -> float:
+    """CPU seconds (user + system) of one process's threads so far, not its children's."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def prompts_of(n: int, length: int) -> list[list[int]]:
@@ -126,7 +136,8 @@ def main() -> int:
     warm = prompts_of(4, args.prompt_len)
     proc, url = start_server(args)
     best = {"server": 0.0, "in-process": 0.0}
-    tokens_seen = {}
+    cpu: dict[str, list[tuple[float, float]]] = {"server": [], "in-process": []}
+    loads = []
     try:
         with open_engine(model=args.model, dummy_weights=args.dummy_weights,
                          placement=args.placement, device="cpu", dtype="float32",
@@ -136,27 +147,38 @@ def main() -> int:
             asyncio.run(inprocess_run(client, warm, 4))
             for _ in range(args.repeats):
                 for side in ("server", "in-process"):
+                    server_cpu, own_cpu = process_cpu_s(proc.pid), time.process_time()
                     if side == "server":
                         n, wall = asyncio.run(server_run(url, name, prompts, args.tokens))
                     else:
                         n, wall = asyncio.run(inprocess_run(client, prompts, args.tokens))
                     assert n == args.requests * args.tokens, (side, n)
-                    tokens_seen[side] = n
+                    server_cpu = process_cpu_s(proc.pid) - server_cpu
+                    own_cpu = time.process_time() - own_cpu
+                    # the front end: the server process (engine loop + HTTP), or this
+                    # process (engine loop + streams); the load generator: this process
+                    front = server_cpu if side == "server" else own_cpu
+                    cpu[side].append((front / n, own_cpu / n if side == "server" else 0.0))
                     best[side] = max(best[side], n / wall)
+                    loads.append(os.getloadavg()[0])
                     print(f"  {side:>10}: {n} tokens in {wall:.2f} s = {n / wall:.1f} tok/s",
                           flush=True)
     finally:
         proc.terminate()
         proc.wait(60)
-    load = os.getloadavg()[0]
     print(f"{time.strftime('%Y-%m-%d')}  {name}{' (dummy weights)' if args.dummy_weights else ''}"
           f", {args.placement}, {args.requests} streamed requests x {args.prompt_len} prompt "
           f"+ {args.tokens} output tokens, best of {args.repeats}, "
-          f"OMP_NUM_THREADS={os.environ['OMP_NUM_THREADS']}, load average {load:.1f}")
+          f"OMP_NUM_THREADS={os.environ['OMP_NUM_THREADS']}, load average "
+          f"{min(loads):.1f}-{max(loads):.1f}")
+    print(f"{'side':>12} {'output tokens/s':>16} {'front-end CPU/token':>20} "
+          f"{'load generator CPU/token':>25}")
+    for side in ("in-process", "server"):
+        front = statistics.median(c[0] for c in cpu[side]) * 1e6
+        gen = statistics.median(c[1] for c in cpu[side]) * 1e6
+        gen_text = f"{gen:.0f} us" if side == "server" else "-"
+        print(f"{side:>12} {best[side]:>16.1f} {front:>17.0f} us {gen_text:>25}")
     ratio = best["server"] / best["in-process"]
-    print(f"{'side':>12} {'output tokens/s':>16}")
-    print(f"{'in-process':>12} {best['in-process']:>16.1f}")
-    print(f"{'server':>12} {best['server']:>16.1f}")
     print(f"server / in-process = {ratio:.3f} ({(1 - ratio) * 100:+.1f}% overhead)")
     return 0
 
