@@ -12,7 +12,7 @@ from typing import Annotated
 
 import typer
 
-COMMANDS = ("models", "run", "plan", "profile")
+COMMANDS = ("models", "run", "serve", "plan", "profile")
 
 
 def make_app() -> typer.Typer:
