@@ -110,7 +110,7 @@ class DsboxApp(App):
         self.poll_error: str | None = None
         self.loop: asyncio.AbstractEventLoop | None = None
         self._main: MainScreen | None = None
-        self._closing = False
+        self._shutting_down = False
         self.title = f"dsbox · {client.spec.name}"
         slo = options.slo
         self.sub_title = (f"SLO {slo.name + ' ' if slo.name else ''}TTFT ≤ {slo.ttft * 1000:g} ms"
@@ -132,16 +132,15 @@ class DsboxApp(App):
         self._show_load()
         self._poll()
 
-    @work(thread=True, exclusive=True, group="poll", exit_on_error=False)
-    def _poll(self) -> None:
+    @work(exclusive=True, group="poll", exit_on_error=False)
+    async def _poll(self) -> None:
+        """One refresh off the UI thread (a stats call waits on the engine's loop), then
+        draw it; the next poll is armed only after this one is drawn."""
         try:
-            view, error = self.feed.refresh(), None
+            view, error = await asyncio.to_thread(self.feed.refresh), None
         except Exception as exc:  # a closed or failed engine: show it, keep polling
             view, error = None, f"{type(exc).__name__}: {exc}"
-        try:
-            self.call_from_thread(self._show, view, error)
-        except RuntimeError:  # the app is closing
-            pass
+        self._show(view, error)
 
     def _show(self, view: DashboardView | None, error: str | None) -> None:
         self.poll_error = error
@@ -152,7 +151,7 @@ class DsboxApp(App):
         elif error is not None:
             self.sub_title = f"engine: {error}"
         self.num_polls += 1
-        if not self._closing:
+        if not self._shutting_down:
             self.set_timer(self.options.poll_interval_s, self._poll)
 
     def _show_load(self, view: DashboardView | None = None) -> None:
@@ -174,21 +173,22 @@ class DsboxApp(App):
         else:
             self._start_load(self.workload)
 
-    @work(thread=True, exclusive=True, group="load", exit_on_error=False)
-    def _start_load(self, name: str) -> None:
-        self.call_from_thread(self._set_load_note, f"loading {name} ...")
+    @work(exclusive=True, group="load", exit_on_error=False)
+    async def _start_load(self, name: str) -> None:
+        self._set_load_note(f"loading {name} ...")
         try:
-            requests = self.workloads(name)
+            requests = await asyncio.to_thread(self.workloads, name)
         except (ValueError, OSError) as exc:  # a missing data package, a bad cache
-            self.call_from_thread(self._set_load_note, "")
-            self.call_from_thread(self.notify, str(exc), title="load generator",
-                                  severity="error")
+            self._set_load_note("")
+            self.notify(str(exc), title="load generator", severity="error")
             return
         if self.load is not None:
             self.load.stop()
+        if self._shutting_down:
+            return
         self.load = LoadGenerator(self.client, requests, rate=self.load_rate)
         self.load.start()
-        self.call_from_thread(self._set_load_note, "")
+        self._set_load_note("")
 
     def _set_load_note(self, note: str) -> None:
         self.load_note = note
@@ -228,7 +228,7 @@ class DsboxApp(App):
 
     async def shutdown(self) -> None:
         """Stop the load (ending its requests) and, if the app owns it, close the client."""
-        self._closing = True
+        self._shutting_down = True
         if self.load is not None:
             self.load.stop(abort=True)
         if self.options.owns_client:
@@ -242,7 +242,7 @@ class DsboxApp(App):
         self.loop.call_soon_threadsafe(self._exit_for_signal, signum)
 
     def _exit_for_signal(self, signum: int) -> None:
-        self._closing = True
+        self._shutting_down = True
         if self.load is not None:
             self.load.stop(abort=True)
         self.exit(return_code=128 + signum)
