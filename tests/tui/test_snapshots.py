@@ -36,8 +36,19 @@ def fixed_app(placement: str = "prefill:tp=1;decode:tp=1", gpus: bool = False):
 
 
 async def _first_poll(pilot) -> None:
+    from textual.widgets import Input
+
     while pilot.app.num_polls < 1:
         await pilot.pause(0.05)
+    # a blinking cursor differs from shot to shot: stop it, and once a blink already due
+    # has run, switch it on-off again (which shows the cursor steadily)
+    fields = list(pilot.app.query(Input))
+    for field in fields:
+        field.cursor_blink = False
+    await pilot.pause()
+    for field in fields:
+        field.cursor_blink = True
+        field.cursor_blink = False
     await pilot.pause()
 
 
