@@ -21,6 +21,7 @@ import asyncio
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from textual import work
 from textual.app import App
@@ -75,7 +76,7 @@ class AppOptions:
 
 
 class DsboxApp(App):
-    CSS_PATH = "app.tcss"
+    CSS_PATH = Path(__file__).with_name("app.tcss")  # absolute: subclasses live elsewhere
     TITLE = "dsbox"
     ENABLE_COMMAND_PALETTE = False
     BINDINGS = [
