@@ -98,18 +98,16 @@ def run(
         config = EngineConfig(model=model, **{**engine_kwargs, "placement": choice.placement})
         slo_value = model_slo(source.spec, slo)
         template = ChatTemplate.from_file(chat_template) if chat_template else ChatTemplate()
-        if tui:
-            chat = ChatSettings(**{k: v for k, v in (("max_tokens", max_tokens),
-                                                      ("temperature", temperature))
-                                   if v is not None})
-            app_options = dict(slo=slo_value, workload=workload, load_rate=rate, chat=chat)
-            from dsbox.tui.app import AppOptions
+        chat = ChatSettings(**{k: v for k, v in (("max_tokens", max_tokens),
+                                                  ("temperature", temperature))
+                               if v is not None})
+        app_options = dict(slo=slo_value, workload=workload, load_rate=rate, chat=chat)
+        from dsbox.tui.app import AppOptions
 
-            AppOptions(**app_options)  # bad --workload/--rate: one error line, before start-up
-        else:
-            params = SamplingParams(
-                max_tokens=PLAIN_MAX_TOKENS if max_tokens is None else max_tokens,
-                temperature=PLAIN_TEMPERATURE if temperature is None else temperature, seed=0)
+        AppOptions(**app_options)  # a bad --workload or --rate: one error line, before start-up
+        params = SamplingParams(
+            max_tokens=PLAIN_MAX_TOKENS if max_tokens is None else max_tokens,
+            temperature=PLAIN_TEMPERATURE if temperature is None else temperature, seed=0)
     out = Console(highlight=False)
     code = 0
     try:
