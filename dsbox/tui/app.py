@@ -87,6 +87,7 @@ class DsboxApp(App):
         Binding("f4", "rate_up", "Rate+"),
         Binding("f5", "next_workload", "Workload"),
         Binding("ctrl+q", "quit", "Quit", priority=True),
+        Binding("escape", "cancel_reply", "Cancel", show=False),
     ]
 
     def __init__(self, client, options: AppOptions, choice: PlacementChoice, devices: Devices,
@@ -217,6 +218,10 @@ class DsboxApp(App):
         else:
             self.load = None
             self._show_load()
+
+    def action_cancel_reply(self) -> None:
+        """Escape outside the chat pane cancels the reply too."""
+        self.chat.action_cancel_reply()
 
     # --- help and quitting --------------------------------------------------------------
     def action_help(self) -> None:
