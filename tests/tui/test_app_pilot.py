@@ -21,6 +21,7 @@ from dsbox.tui.screens.help_screen import HelpScreen
 from dsbox.tui.widgets.chat_message import ChatMessage
 from dsbox.tui.widgets.load_panel import LoadPanel
 from dsbox.tui.widgets.window_summary import WindowSummary
+from dsbox.workloads import RequestSpec, load_workload
 from tests.tui.conftest import engine_fields
 from tests.tui.processes import alive, left_in_shm, shm_files, wait_gone
 
@@ -34,8 +35,15 @@ async def until(pilot, predicate, timeout: float = 60.0, what: str = "") -> None
         await pilot.pause(0.05)
 
 
+def short_outputs(name: str) -> list[RequestSpec]:
+    """A real workload's prompts with outputs cut to 8 tokens (the load finishes fast)."""
+    return [RequestSpec(r.num_prompt_tokens, min(r.num_output_tokens, 8), r.prompt)
+            for r in load_workload(name)]
+
+
 def _app(client, **kw):
     kw.setdefault("poll_interval_s", 0.2)
+    kw.setdefault("workloads", short_outputs)
     return make_app(client, **kw)
 
 
