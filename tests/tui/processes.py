@@ -82,3 +82,22 @@ def wait_gone(pids: set[int], timeout: float = 20.0) -> set[int]:
 
 def left_in_shm(paths: set[str]) -> set[str]:
     return {p for p in paths if os.path.exists(p)}
+
+
+MARK = "DSBOX_TEST_MARK"
+
+
+def marked(mark: str) -> set[int]:
+    """Processes whose environment carries ``DSBOX_TEST_MARK=mark`` (every descendant of a
+    command started with it inherits it, even once orphaned)."""
+    needle = f"{MARK}={mark}".encode()
+    found = set()
+    for d in PROC.iterdir():
+        if not d.name.isdigit():
+            continue
+        try:
+            if needle in (d / "environ").read_bytes().split(b"\0"):
+                found.add(int(d.name))
+        except OSError:
+            continue
+    return alive(found)

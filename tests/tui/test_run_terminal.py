@@ -26,7 +26,7 @@ from dsbox.chat_template import ChatTemplate
 from dsbox.engine.core.sampling_params import SamplingParams
 from tests.test_cli import DSBOX
 from tests.tui.conftest import PLACEMENT
-from tests.tui.processes import descendants, left_in_shm, shm_files, wait_gone
+from tests.tui.processes import MARK, descendants, left_in_shm, marked, shm_files, wait_gone
 
 STARTUP_TIMEOUT = 300.0  # the box is shared: starting two workers can take a while
 MAX_TOKENS = 16
@@ -38,8 +38,8 @@ def run_args(ckpt) -> list[str]:
             "--max-tokens", str(MAX_TOKENS), "--num-threads", "1"]
 
 
-def terminal_env() -> dict:
-    env = dict(os.environ, TERM="xterm-256color", OMP_NUM_THREADS="1")
+def terminal_env(mark: str = "") -> dict:
+    env = dict(os.environ, TERM="xterm-256color", OMP_NUM_THREADS="1", **{MARK: mark})
     for key in ("COLUMNS", "LINES", "NO_COLOR", "TEXTUAL"):
         env.pop(key, None)
     return env
@@ -59,9 +59,10 @@ def _wait(predicate, timeout: float, what: str):
 @pytest.mark.skipif(shutil.which("tmux") is None, reason="tmux is not installed")
 def test_tmux_smoke(preln_ckpt, engine, tmp_path):
     """What a user does: run it, see the dashboard, chat, read the reply, quit."""
-    sock = f"dsbox-test-{os.getpid()}"
+    sock = mark = f"dsbox-test-{os.getpid()}"
     tmux = ["tmux", "-L", sock]
-    command = shlex.join([*DSBOX, *run_args(preln_ckpt)]) + "; echo EXITED $?; sleep 120"
+    command = (shlex.join(["env", f"{MARK}={mark}", *DSBOX, *run_args(preln_ckpt)])
+               + "; echo EXITED $?; sleep 120")
     subprocess.run([*tmux, "new-session", "-d", "-x", "160", "-y", "50", command],
                    env=terminal_env(), check=True)
     try:
@@ -95,6 +96,7 @@ def test_tmux_smoke(preln_ckpt, engine, tmp_path):
         subprocess.run([*tmux, "send-keys", "C-q"], check=True)
         _wait(lambda: "EXITED 0" in pane(), 60, "dsbox to exit")
         assert not wait_gone(tree), "processes left behind"
+        assert not marked(mark), "orphaned processes"
         assert not left_in_shm(shm)
     finally:
         subprocess.run([*tmux, "kill-server"], capture_output=True)
@@ -104,11 +106,12 @@ def test_tmux_smoke(preln_ckpt, engine, tmp_path):
 class PtyRun:
     """A command on a pseudo-terminal of a given size; its output is collected."""
 
-    def __init__(self, args: list[str], cols: int = 160, rows: int = 50) -> None:
+    def __init__(self, args: list[str], mark: str, cols: int = 160, rows: int = 50) -> None:
         master, slave = pty.openpty()
         fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", rows, cols, 0, 0))
+        self.mark = mark
         self.proc = subprocess.Popen(args, stdin=slave, stdout=slave, stderr=slave,
-                                     env=terminal_env(), start_new_session=True)
+                                     env=terminal_env(mark), start_new_session=True)
         os.close(slave)
         self.master = master
         self.output = bytearray()
@@ -162,20 +165,25 @@ CRASHING_APP = textwrap.dedent("""
 
 def test_signals_and_a_crash_stop_every_worker(preln_ckpt, tmp_path):
     """SIGINT, SIGTERM, SIGHUP (the terminal closed) and a crash inside the app, each in its
-    own ``dsbox run`` (run side by side): exit code, no process and no /dev/shm file left."""
+    own ``dsbox run`` (run side by side), and SIGTERM while the workers start: exit code, no
+    process (orphans included) and no /dev/shm file left."""
     script = tmp_path / "crashing_run.py"
     script.write_text(CRASHING_APP)
-    cases = {sig.name: (sig, PtyRun([*DSBOX, *run_args(preln_ckpt)]))
+    args = run_args(preln_ckpt)
+    tag = f"dsbox-test-{os.getpid()}"
+    cases = {sig.name: (sig, PtyRun([*DSBOX, *args], f"{tag}-{sig.name}"))
              for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)}
-    cases["crash"] = (None, PtyRun([sys.executable, str(script), *run_args(preln_ckpt)]))
+    cases["crash"] = (None, PtyRun([sys.executable, str(script), *args], f"{tag}-crash"))
+    cases["start-up"] = (signal.SIGTERM, PtyRun([*DSBOX, *args], f"{tag}-start-up"))
     try:
         trees, shm = {}, {}
         waiting = dict(cases)
         deadline = time.monotonic() + STARTUP_TIMEOUT
-        while waiting:  # as each dashboard is up: note its processes, send its signal
-            assert time.monotonic() < deadline, f"no dashboard from {list(waiting)}"
+        while waiting:  # as each is ready: note its processes, send its signal
+            assert time.monotonic() < deadline, f"not ready: {list(waiting)}"
             for name, (sig, run) in list(waiting.items()):
-                if "Instances" in run.text():
+                ready = "loading weights" if name == "start-up" else "Instances"
+                if ready in run.text():
                     trees[name] = descendants(run.proc.pid)
                     shm[name] = shm_files(trees[name] | {run.proc.pid})
                     if sig is not None:
@@ -183,16 +191,21 @@ def test_signals_and_a_crash_stop_every_worker(preln_ckpt, tmp_path):
                     del waiting[name]
                 else:
                     assert run.proc.poll() is None, (name, run.text()[-3000:])
-            time.sleep(0.1)
+            time.sleep(0.05)
         for name, (sig, run) in cases.items():
             code = run.proc.wait(timeout=60)
             expected = 128 + sig if sig is not None else 1
             assert code == expected, (name, code, run.text()[-3000:])
             if sig is None:
                 assert "boom: the app crashed" in run.text()
-            assert len(trees[name]) >= 3, (name, trees[name])  # 2 workers, the forkserver
-            assert shm[name], name  # it had files there (its queues' semaphores at least)
+            if name != "start-up":
+                assert len(trees[name]) >= 3, (name, trees[name])  # 2 workers, forkserver
+                assert shm[name], name  # it had files there (its queues' semaphores)
             assert not wait_gone(trees[name]), f"{name}: processes left behind"
+            deadline = time.monotonic() + 20
+            while marked(run.mark) and time.monotonic() < deadline:
+                time.sleep(0.1)
+            assert not marked(run.mark), f"{name}: orphaned processes"
             assert not left_in_shm(shm[name]), name
     finally:
         for _, run in cases.values():
