@@ -40,7 +40,7 @@ def model_slo(spec, text: str | None):
 
     if text:
         return SLO.parse(text)
-    return SLO.parse(str(spec.extra.get("slo") or FALLBACK_SLO))
+    return SLO.preset(spec.default_slo or FALLBACK_SLO)
 
 
 def _describe(client, rule: str) -> str:
@@ -93,10 +93,10 @@ def run(
     with user_errors():
         source = resolve_model(model, bool(engine_kwargs.get("dummy_weights")))
         devices = discover_devices(engine_kwargs.get("device") or "auto")
-        choice = choose_placement(engine_kwargs.get("placement") or "auto", source.spec,
-                                  devices)
-        config = EngineConfig(model=model, **{**engine_kwargs, "placement": choice.placement})
         slo_value = model_slo(source.spec, slo)
+        choice = choose_placement(engine_kwargs.get("placement") or "auto", source.spec,
+                                  devices, slo=slo_value)
+        config = EngineConfig(model=model, **{**engine_kwargs, "placement": choice.placement})
         template = ChatTemplate.from_file(chat_template) if chat_template else ChatTemplate()
         chat = ChatSettings(**{k: v for k, v in (("max_tokens", max_tokens),
                                                   ("temperature", temperature))

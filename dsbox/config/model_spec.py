@@ -13,6 +13,8 @@ from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
 
+from dsbox.config.slo import SLO_PRESETS
+
 DTYPE_BYTES = {"float32": 4, "float16": 2, "bfloat16": 2}
 
 
@@ -32,6 +34,7 @@ class ModelSpec:
     hf_repo: str | None = None
     bundled: bool = False
     description: str = ""
+    default_slo: str | None = None  # SLO preset for planning (models.toml ``slo``)
     bos_token_id: int = 2
     eos_token_id: int = 2
     pad_token_id: int = 1
@@ -42,6 +45,9 @@ class ModelSpec:
                      "max_position_embeddings"):
             if getattr(self, attr) <= 0:
                 raise ValueError(f"model {self.name!r}: {attr} must be positive")
+        if self.default_slo is not None and self.default_slo not in SLO_PRESETS:
+            raise ValueError(f"model {self.name!r}: slo {self.default_slo!r} is not a preset "
+                             f"({', '.join(SLO_PRESETS)})")
         if self.hidden_size % self.num_heads:
             raise ValueError(
                 f"model {self.name!r}: hidden_size {self.hidden_size} is not divisible by "
@@ -152,6 +158,7 @@ def load_registry() -> dict[str, ModelSpec]:
             hf_repo=entry.get("hf_repo"),
             bundled=entry.get("bundled", False),
             description=entry.get("description", ""),
+            default_slo=entry.get("slo"),
         )
     return specs
 
