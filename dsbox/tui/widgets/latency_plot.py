@@ -19,6 +19,7 @@ class LatencyPlot(PlotextPlot):
         self.metric = metric
         self.border_title = (f"{metric.upper()} ms  [green]p50[/] [red]p90[/] "
                              "[#ff8700]SLO[/] [cyan]● chat[/]")
+        self.border_subtitle = "x: engine uptime, s"
 
     def replot(self, view: DashboardView) -> None:
         plt = self.plt
