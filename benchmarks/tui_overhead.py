@@ -8,8 +8,10 @@ prompts from the load generator, a Poisson rate far above capacity, at most
 alternately through the client alone and with the app open (headless ``run_test``, 160 x 48,
 polling every second as in a terminal), ``--seconds`` per phase. Reported per phase: output
 tokens/s (the engine's counter over the phase) and the load's TPOT p50 from the metrics
-report; then the best of each side and their ratio (the box is shared: the best phase is the
-least disturbed).
+report, and the CPU time of this process (the engine's loop, the load generator and, when
+open, the app; the workers are other processes) per second of the phase; then the best of
+each side and their ratio (the box is shared: the best phase is the least disturbed) and
+the mean CPU share of each side.
 
 ``--mode memory``: the app open (headless) under a steady load (``--rate``) for
 ``--minutes``; every ``--sample-s`` the process RSS, the feed's history lengths and the
@@ -56,6 +58,7 @@ def phase(client, requests, args, with_app: bool) -> dict:
                         max_in_flight=args.max_in_flight)
     _, cursor = client.finished_since(0)
     before = client.stats()
+    cpu0 = time.process_time()
     gen.start()
 
     async def wait(_pilot, _app, seconds):
@@ -66,6 +69,7 @@ def phase(client, requests, args, with_app: bool) -> dict:
     else:
         time.sleep(args.seconds)
     after = client.stats()
+    cpu = time.process_time() - cpu0
     gen.stop(abort=True)
     records, _ = client.finished_since(cursor)
     while client.stats().num_unfinished:  # drain the aborts before the next phase
@@ -74,7 +78,8 @@ def phase(client, requests, args, with_app: bool) -> dict:
     dt = after.time - before.time
     return {"side": "app open" if with_app else "client only",
             "tok_s": (after.generation_tokens - before.generation_tokens) / dt,
-            "tpot_p50_ms": report.tpot.median * 1000, "finished": report.num_completed}
+            "tpot_p50_ms": report.tpot.median * 1000, "finished": report.num_completed,
+            "cpu_share": cpu / dt}
 
 
 def throughput(args) -> None:
@@ -88,12 +93,16 @@ def throughput(args) -> None:
                 row = phase(client, requests, args, with_app)
                 rows.append(row)
                 print(f"  {row['side']:<12} {row['tok_s']:8.1f} tok/s  TPOT p50 "
-                      f"{row['tpot_p50_ms']:6.1f} ms  {row['finished']:4d} finished",
-                      flush=True)
+                      f"{row['tpot_p50_ms']:6.1f} ms  {row['finished']:4d} finished  "
+                      f"engine process CPU {row['cpu_share'] * 100:5.1f} %", flush=True)
         best = {side: max(r["tok_s"] for r in rows if r["side"] == side)
                 for side in ("client only", "app open")}
         print(f"best: client only {best['client only']:.1f} tok/s, app open "
               f"{best['app open']:.1f} tok/s, ratio {best['app open'] / best['client only']:.3f}")
+        cpu = {side: sum(r["cpu_share"] for r in rows if r["side"] == side)
+               / sum(r["side"] == side for r in rows) for side in best}
+        print(f"engine process CPU, mean: client only {cpu['client only'] * 100:.1f} %, "
+              f"app open {cpu['app open'] * 100:.1f} % (of one core)")
 
 
 def memory(args) -> None:
