@@ -6,8 +6,8 @@ Two measurements, side by side in one run:
    in steady decode, the bytes and the pickle + unpickle time of what a worker receives per
    step: the whole batch (every block table and every ``SamplingParams``, as before the lean
    protocol) against the lean protocol's ``StepDelta`` (only what changed).
-2. End to end: both sides run the same model (opt-tiny: its steps are so short that the runtime's own
-per-step work shows) on ``B`` requests that decode together: the in-process colocated
+2. End to end: both sides run the same model (opt-tiny: its steps are so short that the
+runtime's own per-step work shows) on ``B`` requests that decode together: the in-process colocated
 engine, and a ``prefill:tp=1;decode:tp=1`` placement whose decode instance runs in a
 worker process (each step crosses a process boundary both ways). The overhead is the
 difference of their median TPOT. The two sides alternate and the best of ``--repeats``
