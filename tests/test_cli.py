@@ -84,7 +84,7 @@ def test_run_default_model(env):
     out = proc.stdout
     assert f"{DEFAULT_MODEL} (bundled checkpoint" in out
     assert out.count("prompt:") == 2 and out.count("output:") == 2
-    assert "User: What is the capital of France?" in out and "Assistant:" in out
+    assert "prompt: What is the capital of France?" in out  # sent as one chat turn
     assert "TTFT" in out and "TPOT" in out and " ms" in out and "tokens/s" in out
     assert "placement chosen by: default rule" in out  # --placement auto, the default
 
