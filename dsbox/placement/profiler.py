@@ -86,7 +86,7 @@ class ProfilingTarget:
 
         setup = resolve_setup(config)
         launcher = LocalLauncher(setup.plans()[:1], deque())
-        num_blocks = launcher.measure()[0].num_blocks
+        num_blocks = launcher.measure({})[0].num_blocks  # {}: each worker's own KV rule
         if num_blocks < 1:
             raise ValueError("the KV budget holds no block; raise kv_cache_memory")
         launcher.allocate({0: num_blocks})
