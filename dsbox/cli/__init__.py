@@ -9,7 +9,7 @@ import importlib
 
 import typer
 
-COMMANDS = ("models", "run", "plan", "profile")
+COMMANDS = ("models", "run", "plan", "profile", "bench")
 
 
 def make_app() -> typer.Typer:
