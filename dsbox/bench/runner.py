@@ -34,7 +34,7 @@ class BenchProgress(Protocol):
     def status(self, text: str) -> None: ...
     def start_run(self, label: str, total: int) -> None: ...
     def advance(self, done: int) -> None: ...
-    def end_run(self, run: BenchRun | None) -> None: ...
+    def end_run(self, run: BenchRun | None, probe: bool = False) -> None: ...
 
 
 class SilentProgress:
@@ -47,7 +47,7 @@ class SilentProgress:
     def advance(self, done: int) -> None:
         pass
 
-    def end_run(self, run: BenchRun | None) -> None:
+    def end_run(self, run: BenchRun | None, probe: bool = False) -> None:
         pass
 
 
@@ -141,7 +141,8 @@ class BenchRunner:
                                self.plan.engine_fit, kv_blocks)
 
     # --- runs ----------------------------------------------------------------------------
-    def _replay(self, target: Target, rate: float | None, label: str) -> BenchRun:
+    def _replay(self, target: Target, rate: float | None, label: str,
+                probe: bool = False) -> BenchRun:
         trace = self._workload.trace_at(rate)
         self.progress.start_run(label, len(trace))
         try:
@@ -151,7 +152,7 @@ class BenchRunner:
             raise
         run = BenchRun(target.kind, target.placement, target.num_gpus, rate, records,
                        self.plan.slo)
-        self.progress.end_run(run)
+        self.progress.end_run(run, probe)
         return run
 
     def run(self) -> BenchResult:
@@ -203,7 +204,7 @@ class BenchRunner:
 
         def attainment_at(rate: float) -> float:
             label = "goodput search · " + run_label(target.kind, target.placement, rate)
-            return self._replay(target, rate, label).report.slo_attainment
+            return self._replay(target, rate, label, probe=True).report.slo_attainment
 
         goodput, upper, tried = search_goodput(sweep, attainment_at, plan.slo.attainment,
                                                probes)

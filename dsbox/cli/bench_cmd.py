@@ -58,13 +58,16 @@ class RichProgress:
         if self._run is not None:
             self.bars.update(self._run, completed=done)
 
-    def end_run(self, run) -> None:
+    def end_run(self, run, probe: bool = False) -> None:
         from dsbox.bench.summary import print_run
 
         if self._run is not None:
             self.bars.remove_task(self._run)
             self._run = None
-        if run is not None:
+        if run is not None and probe:
+            self.out.print(f"goodput search: {run.label}: SLO attainment "
+                           f"{run.report.slo_attainment:.1%}")
+        elif run is not None:
             print_run(self.out, run)
 
 
