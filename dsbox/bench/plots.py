@@ -100,6 +100,8 @@ def _attainment_vs_scale(result: BenchResult, ax, colors) -> None:
                 color=colors[run.placement], label=_label(run.target, run.placement))
     ax.axhline(result.slo.attainment * 100, color="gray", linestyle=":", linewidth=1)
     ax.set_xscale("log", base=2)
+    ax.set_xticks(result.slo_scales, [f"{x:g}" for x in result.slo_scales])
+    ax.minorticks_off()
     ax.set_xlabel(f"SLO scale (x TTFT {result.slo.ttft * 1e3:.4g} ms, "
                   f"TPOT {result.slo.tpot * 1e3:.4g} ms)")
     ax.set_ylabel("SLO attainment (%)")

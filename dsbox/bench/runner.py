@@ -88,7 +88,8 @@ class BenchPlan:
 
 class BenchRunner:
     """Runs a :class:`BenchPlan`; ``load_workload(tokenizer, with_text)`` gives the
-    workload (called once, with the engine's tokenizer when there is an engine)."""
+    workload (called once, with the engine's tokenizer when there is an engine, else None:
+    the bundled one)."""
 
     def __init__(self, plan: BenchPlan,
                  load_workload: Callable[[object, bool], BenchWorkload],
@@ -178,9 +179,7 @@ class BenchRunner:
             else:
                 if plan.endpoint:
                     primary = self._endpoint(placement)
-                from dsbox.engine.model.tokenizer import bundled_tokenizer
-
-                tokenizer = bundled_tokenizer()
+                tokenizer = None  # the workload's default: the bundled tokenizer
             self.workload(tokenizer)
             targets: list[Target] = [t for t in (primary,) if t is not None]
             if plan.simulate:

@@ -78,7 +78,7 @@ def _spec(model: str):
     return ModelSpec.from_hf_dir(path) if path.is_dir() else get_model_spec(model)
 
 
-def _profile(name: str | None, spec, engine_kwargs: dict, console: Console):
+def _profile(name: str | None, model: str, spec, engine_kwargs: dict, console: Console):
     """(profile, where): ``--profile``, else this machine's, measured first when missing."""
     from dsbox.bench.profiles import find_profile, measure_profile
 
@@ -92,7 +92,7 @@ def _profile(name: str | None, spec, engine_kwargs: dict, console: Console):
     with Progress(*columns, console=console, transient=True) as bar:
         task = bar.add_task("", total=None)
         profile = measure_profile(
-            engine_kwargs, spec.name, Path(where),
+            engine_kwargs, model, Path(where),
             progress=lambda d, t, label: bar.update(task, completed=d, total=t,
                                                     description=label))
     return profile, where
@@ -157,6 +157,7 @@ def bench(
     from dsbox.bench.slo import resolve_slo
     from dsbox.bench.workload import load_bench_workload
     from dsbox.devices import discover_devices
+    from dsbox.engine.model.tokenizer import bundled_tokenizer
     from dsbox.workloads import MissingDataPackageError
 
     err = Console(stderr=True, highlight=False)
@@ -174,6 +175,12 @@ def bench(
             raise ValueError("--compare needs the engine here or the simulator; an endpoint "
                              "runs one placement")
         target_slo = resolve_slo(spec, slo, ttft, tpot, slo_scale, attainment)
+        try:  # bad input fails here, before any engine starts (lengths only: fast)
+            checked = load_bench_workload(workload, trace, bundled_tokenizer(),
+                                          num_requests=num_requests, seed=seed,
+                                          with_text=False)
+        except MissingDataPackageError as exc:
+            raise fail(str(exc)) from None
         devices = discover_devices(engine_kwargs.get("device", "auto"))
         placements = bench_placements(placement or [], spec, devices, compare)
         if endpoint and len(placements) > 1:
@@ -182,7 +189,7 @@ def bench(
             raise ValueError("--no-real without --simulate or --endpoint runs nothing")
         prof = where = None
         if simulate:
-            prof, where = _profile(profile, spec, engine_kwargs, err)
+            prof, where = _profile(profile, model, spec, engine_kwargs, err)
             prof.engine(engine_fit)  # ValueError naming the fits it has
         if endpoint:
             real = False
@@ -195,8 +202,10 @@ def bench(
                          engine_fit=engine_fit, goodput_probes=goodput_probes)
 
     def load(tokenizer, with_text: bool):
-        return load_bench_workload(workload, trace, tokenizer, num_requests=num_requests,
-                                   seed=seed, with_text=with_text)
+        if tokenizer is None and not with_text:
+            return checked
+        return load_bench_workload(workload, trace, tokenizer or bundled_tokenizer(),
+                                   num_requests=num_requests, seed=seed, with_text=with_text)
 
     err.print(f"[bold]{spec.name}[/]: {', '.join(p.text for p in placements)}; SLO "
               f"{target_slo.describe()}")
