@@ -8,7 +8,13 @@ worker processes (which own the GPUs) start.
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import dataclass
+
+# (parts of an NVML name, the planner's GPU table key), most specific first
+_GPU_KEYS = ((("h200",), "h200"), (("h100", "pcie"), "h100-pcie"), (("h100",), "h100"),
+             (("a100", "40gb"), "a100-40g"), (("a100",), "a100-80g"), (("b200",), "b200"),
+             (("l40s",), "l40s"), (("l4",), "l4"))
 
 
 @dataclass(frozen=True, slots=True)
@@ -23,6 +29,19 @@ class Devices:
     @property
     def is_gpu(self) -> bool:
         return self.kind == "cuda"
+
+    @property
+    def profile_key(self) -> str:
+        """The device name latency profiles are filed under: the planner's GPU table key
+        (``h100``, ``a100-80g``...) when this GPU is one of them, else its name as a slug
+        (as ``dsbox profile`` files a measured profile), ``cpu`` without a GPU."""
+        if not self.is_gpu:
+            return "cpu"
+        name = self.name.lower()
+        for needle, key in _GPU_KEYS:
+            if all(part in name for part in needle):
+                return key
+        return re.sub(r"[^a-z0-9]+", "-", name).strip("-") or "gpu"
 
     def describe(self) -> str:
         if self.is_gpu:

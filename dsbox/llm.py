@@ -14,7 +14,7 @@ import queue
 from collections.abc import Iterator, Sequence
 
 from dsbox.client import EngineClient, open_engine
-from dsbox.config import EngineConfig
+from dsbox.config import DEFAULT_MODEL, EngineConfig
 from dsbox.engine.core.request_output import RequestOutput
 from dsbox.engine.core.sampling_params import SamplingParams
 from dsbox.metrics.stats import EngineStats
@@ -25,7 +25,7 @@ Prompt = str | Sequence[int]
 class LLM:
     """Offline generation. Keyword arguments are ``EngineConfig`` fields."""
 
-    def __init__(self, model: str = EngineConfig.model, **kwargs) -> None:
+    def __init__(self, model: str = DEFAULT_MODEL, **kwargs) -> None:
         unknown = set(kwargs) - set(EngineConfig.field_names())
         if unknown:
             raise TypeError(f"unknown LLM argument(s): {', '.join(sorted(unknown))}")

@@ -16,7 +16,7 @@ import typer
 
 from dsbox.cli import make_app
 from dsbox.cli.options import field_help, option_name, parse_bytes
-from dsbox.config import EngineConfig, load_registry
+from dsbox.config import DEFAULT_MODEL, EngineConfig, load_registry
 
 SCRIPT = Path(sys.executable).with_name("dsbox")
 DSBOX = [str(SCRIPT)] if SCRIPT.is_file() else [sys.executable, "-m", "dsbox"]
@@ -69,6 +69,7 @@ def test_models_table(env, preln_ckpt):
     assert "36 KiB" in lines["opt-125m"]
     assert "2304 KiB" in lines["opt-66b"] and "131.44 GB" in lines["opt-66b"]
     assert "found" in lines["opt-tiny"] and "bundled" in lines["opt-tiny"]
+    assert "found" in lines["dsbox-chat"] and "bundled checkpoint" in lines["dsbox-chat"]
     assert "found" in lines["opt-1.3b"]
     assert str(Path(env["DSBOX_MODELS"]) / "opt-1.3b") in out
     assert "missing" in lines["opt-13b"]
@@ -76,11 +77,14 @@ def test_models_table(env, preln_ckpt):
 
 
 def test_run_default_model(env):
-    """What `make run` does: the bundled model, a couple of prompts, TTFT/TPOT in ms."""
+    """What `make run` does: the bundled chat model (no files outside the package), a couple
+    of chat prompts, TTFT/TPOT in ms."""
     proc = dsbox("run", "--max-tokens", "6", env=env)
     assert proc.returncode == 0, proc.stderr
     out = proc.stdout
-    assert "opt-tiny" in out and out.count("prompt:") == 2 and out.count("output:") == 2
+    assert f"{DEFAULT_MODEL} (bundled checkpoint" in out
+    assert out.count("prompt:") == 2 and out.count("output:") == 2
+    assert "User: What is the capital of France?" in out and "Assistant:" in out
     assert "TTFT" in out and "TPOT" in out and " ms" in out and "tokens/s" in out
 
 
@@ -108,7 +112,7 @@ def test_run_dummy_weights(env):
 
 # --- bad input: one line on stderr, exit code 2 ---------------------------------------------
 @pytest.mark.parametrize("args, needles", [
-    (["run", "gpt-17"], ["error:", "gpt-17", "known: opt-tiny"]),
+    (["run", "gpt-17"], ["error:", "gpt-17", "known: dsbox-chat, opt-tiny"]),
     (["run", "--dtype", "fp8"], ["error:", "dtype", "fp8"]),
     (["run", "opt-125m"], ["error:", "no weights for opt-125m", "--dummy-weights"]),
     (["run", "--max-tokens", "0"], ["error:", "max_tokens"]),

@@ -8,6 +8,7 @@ import os
 import shutil
 import subprocess
 import time
+import uuid
 from pathlib import Path
 
 import pytest
@@ -28,22 +29,48 @@ def env(tmp_path):
     return e
 
 
-def _mp_processes() -> set[int]:
-    """Python multiprocessing helpers (forkserver, its workers, resource tracker) alive."""
+def _marked_processes(mark: str) -> set[int]:
+    """Live processes whose environment carries ``mark``: the CLI's children (forkserver,
+    workers, resource tracker) inherit it, other programs on the machine do not."""
+    needle = f"DSBOX_TEST_MARK={mark}".encode()
     pids = set()
     for d in Path("/proc").iterdir():
         if d.name.isdigit():
             try:
-                cmd = (d / "cmdline").read_bytes()
+                if needle in (d / "environ").read_bytes().split(b"\0"):
+                    pids.add(int(d.name))
             except OSError:
                 continue
-            if b"multiprocessing" in cmd:
-                pids.add(int(d.name))
     return pids
 
 
 def _shm() -> set[str]:
     return {p.name for p in SHM.iterdir()} if SHM.is_dir() else set()
+
+
+def _shm_in_use() -> set[str]:
+    """Names in /dev/shm some live process maps or holds open (not leaked)."""
+    used = set()
+    for d in Path("/proc").iterdir():
+        if not d.name.isdigit():
+            continue
+        try:
+            for line in (d / "maps").read_text().splitlines():
+                if "/dev/shm/" in line:
+                    used.add(line.split("/dev/shm/", 1)[1].split()[0])
+            for fd in (d / "fd").iterdir():
+                target = str(fd.readlink())
+                if target.startswith("/dev/shm/"):
+                    used.add(target[len("/dev/shm/"):])
+        except OSError:
+            continue
+    return used
+
+
+def _leaked_shm(before: set[str]) -> set[str]:
+    """Files that appeared in /dev/shm and that no live process uses: a leak (the machine
+    may run other programs that make their own)."""
+    return _shm() - before - _shm_in_use()
 
 
 def run_cli(args: list[str], env: dict) -> subprocess.CompletedProcess:
@@ -105,7 +132,9 @@ CASES = ["empty model dir", "no config.json", "checkpoint error in a worker",
 def test_bad_input_is_one_error_line_and_leaves_nothing(case, env, preln_ckpt, broken_ckpt,
                                                         tmp_path):
     args, needle = _cases(preln_ckpt, broken_ckpt, tmp_path)[case]
-    shm_before, procs_before = _shm(), _mp_processes()
+    mark = uuid.uuid4().hex
+    env = dict(env, DSBOX_TEST_MARK=mark)
+    shm_before = _shm()
     proc = run_cli(args, env)
     assert proc.returncode == 2, (proc.stdout, proc.stderr)
     out = proc.stdout + proc.stderr
@@ -114,11 +143,10 @@ def test_bad_input_is_one_error_line_and_leaves_nothing(case, env, preln_ckpt, b
     assert len(errors) == 1, proc.stderr
     assert needle in errors[0], errors[0]
     deadline = time.monotonic() + 5
-    while (_mp_processes() - procs_before or _shm() - shm_before) \
-            and time.monotonic() < deadline:
+    while (_marked_processes(mark) or _leaked_shm(shm_before)) and time.monotonic() < deadline:
         time.sleep(0.1)
-    assert not _shm() - shm_before, _shm() - shm_before
-    assert not _mp_processes() - procs_before
+    assert not _marked_processes(mark)
+    assert not _leaked_shm(shm_before)
 
 
 def test_more_cpu_workers_than_cores_is_a_warning(env, preln_ckpt):

@@ -6,6 +6,9 @@ A command module defines ``register(app)``; adding a command is one line in ``CO
 from __future__ import annotations
 
 import importlib
+import os
+from pathlib import Path
+from typing import Annotated
 
 import typer
 
@@ -20,9 +23,27 @@ def make_app() -> typer.Typer:
         add_completion=False,
         pretty_exceptions_show_locals=False,
     )
+    app.callback()(_global_options)
     for name in COMMANDS:
         importlib.import_module(f"dsbox.cli.{name}_cmd").register(app)
     return app
+
+
+def _global_options(
+    models_file: Annotated[Path | None, typer.Option(
+        "--models-file", envvar="DSBOX_MODELS_TOML", dir_okay=False,
+        help="the model registry to use instead of the one shipped with dsbox "
+             "(models.toml format; also $DSBOX_MODELS_TOML)")] = None,
+) -> None:
+    """Disaggregated prefill/decode LLM serving (DistServe) on one box."""
+    from dsbox.config.model_spec import MODELS_TOML_ENV
+
+    if models_file is not None:
+        if not models_file.is_file():
+            from dsbox.cli.errors import fail
+
+            raise fail(f"--models-file {models_file}: no such file")
+        os.environ[MODELS_TOML_ENV] = str(models_file.resolve())
 
 
 def main() -> None:

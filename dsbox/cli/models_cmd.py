@@ -67,7 +67,11 @@ def models_table() -> Table:
 
 def models() -> None:
     """List every registry model: size, KV bytes per token, and where its weights are."""
-    Console(highlight=False).print(models_table())
+    from dsbox.cli.errors import user_errors
+
+    with user_errors():
+        table = models_table()
+    Console(highlight=False).print(table)
 
 
 def register(app: typer.Typer) -> None:

@@ -1,7 +1,8 @@
 """``dsbox run [MODEL]``: load a model and print a short generation (the main job for now).
 
 Until the dashboard exists this is what ``make run`` shows: the model loads (default: the
-bundled opt-tiny, no files needed), a couple of prompts are generated in one batch through
+bundled dsbox-chat checkpoint, no download), a couple of chat prompts (rendered with the
+dsbox chat template) are generated in one batch through
 the in-process colocated engine (or, with ``--placement``, the instances of that placement),
 and each completion is printed with its TTFT and TPOT. Engine options come from
 ``EngineConfig`` (``dsbox.cli.options``). Bad input gives one error line and exit code 2.
@@ -17,11 +18,14 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from dsbox.chat_template import ChatTemplate
 from dsbox.cli.errors import user_errors
 from dsbox.cli.options import engine_options
 from dsbox.config import DEFAULT_MODEL
 
-DEFAULT_PROMPTS = ("The capital of France is", "def fibonacci(n):")
+DEFAULT_PROMPTS = tuple(ChatTemplate().render([{"role": "user", "content": question}])
+                        for question in ("What is the capital of France?",
+                                         "Can you give me three tips for a good night's sleep?"))
 
 
 def _load(model: str, engine_kwargs: dict):

@@ -7,13 +7,15 @@ from __future__ import annotations
 
 from dataclasses import dataclass, fields
 
+from dsbox.config.model_spec import DEFAULT_MODEL
+
 DTYPES = ("float32", "float16", "bfloat16")
 EXECUTORS = ("auto", "inprocess", "workers")
 
 
 @dataclass(slots=True)
 class EngineConfig:
-    model: str = "opt-tiny"
+    model: str = DEFAULT_MODEL
     dtype: str = "auto"               # auto: float16 on CUDA, float32 on CPU
     device: str = "auto"              # auto: cuda if available, else cpu
     dummy_weights: bool = False

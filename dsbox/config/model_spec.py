@@ -1,18 +1,27 @@
 """ModelSpec: the shapes of one OPT-family model, read from models.toml or an HF config.json.
 
-The registry (``dsbox/models.toml``) lists every OPT size and the bundled default model. Sizes
+The registry (``dsbox/models.toml``) lists every OPT size and the bundled models. Sizes
 derived here (parameter count, weight bytes, KV bytes per token) are what `dsbox models`,
 the KV-pool sizing and the placement search all use.
+
+A registry entry either gives the shapes itself (``hidden_size``, ``num_layers``, ...) or,
+for a checkpoint shipped inside the package, a ``path`` relative to the ``dsbox`` package
+(``path = "data/models/dsbox-chat"``): such an entry is bundled, and its shapes come from the
+``config.json`` there (the registry never repeats them).
 """
 
 from __future__ import annotations
 
 import json
+import os
 import tomllib
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from importlib import resources
 from pathlib import Path
 
+from dsbox.config.slo import SLO_PRESETS
+
+MODELS_TOML_ENV = "DSBOX_MODELS_TOML"
 DTYPE_BYTES = {"float32": 4, "float16": 2, "bfloat16": 2}
 
 
@@ -32,6 +41,8 @@ class ModelSpec:
     hf_repo: str | None = None
     bundled: bool = False
     description: str = ""
+    default_slo: str | None = None  # SLO preset for planning (models.toml ``slo``)
+    path: str | None = None      # bundled checkpoint: directory relative to the dsbox package
     bos_token_id: int = 2
     eos_token_id: int = 2
     pad_token_id: int = 1
@@ -42,10 +53,18 @@ class ModelSpec:
                      "max_position_embeddings"):
             if getattr(self, attr) <= 0:
                 raise ValueError(f"model {self.name!r}: {attr} must be positive")
+        if self.default_slo is not None and self.default_slo not in SLO_PRESETS:
+            raise ValueError(f"model {self.name!r}: slo {self.default_slo!r} is not a preset "
+                             f"({', '.join(SLO_PRESETS)})")
         if self.hidden_size % self.num_heads:
             raise ValueError(
                 f"model {self.name!r}: hidden_size {self.hidden_size} is not divisible by "
                 f"num_heads {self.num_heads}")
+
+    @property
+    def bundled_dir(self) -> Path | None:
+        """The directory of a checkpoint shipped in the package (None for other models)."""
+        return package_path(self.path) if self.path is not None else None
 
     @property
     def head_dim(self) -> int:
@@ -135,25 +154,74 @@ class ModelSpec:
         return cls.from_hf_config(data, name=path.name)
 
 
+SHAPE_KEYS = ("hidden_size", "num_layers", "num_heads", "ffn_dim", "max_position_embeddings",
+              "word_embed_proj_dim", "do_layer_norm_before")
+ENTRY_KEYS = (*SHAPE_KEYS, "hf_repo", "bundled", "description", "path", "slo")
+
+
+def package_path(relative: str) -> Path:
+    """A path inside the installed ``dsbox`` package (a real directory: dsbox is never
+    imported from a zip)."""
+    return Path(str(resources.files("dsbox").joinpath(relative)))
+
+
+def _registry_entry(name: str, entry: dict) -> ModelSpec:
+    unknown = sorted(set(entry) - set(ENTRY_KEYS))
+    if unknown:
+        raise ValueError(f"models.toml [{name}]: unknown key(s) {', '.join(unknown)}")
+    if "path" in entry:
+        given = [k for k in SHAPE_KEYS if k in entry]
+        if given:
+            raise ValueError(f"models.toml [{name}]: a `path` entry takes its shapes from the "
+                             f"checkpoint's config.json; remove {', '.join(given)}")
+        if entry.get("bundled") is False:
+            raise ValueError(f"models.toml [{name}]: a `path` entry is bundled")
+        directory = package_path(entry["path"])
+        shapes = ModelSpec.from_hf_dir(directory)
+        return replace(shapes, name=name, hf_repo=entry.get("hf_repo"), bundled=True,
+                       description=entry.get("description", ""), path=entry["path"],
+                       default_slo=entry.get("slo"))
+    return ModelSpec(
+        name=name,
+        hidden_size=entry["hidden_size"],
+        num_layers=entry["num_layers"],
+        num_heads=entry["num_heads"],
+        ffn_dim=entry["ffn_dim"],
+        max_position_embeddings=entry.get("max_position_embeddings", 2048),
+        word_embed_proj_dim=entry.get("word_embed_proj_dim"),
+        do_layer_norm_before=entry.get("do_layer_norm_before", True),
+        hf_repo=entry.get("hf_repo"),
+        bundled=entry.get("bundled", False),
+        description=entry.get("description", ""),
+        default_slo=entry.get("slo"),
+    )
+
+
+def registry_path() -> Path | None:
+    """The registry file a user chose (``$DSBOX_MODELS_TOML``, set by ``--models-file``),
+    or None for the one shipped with dsbox."""
+    env = os.environ.get(MODELS_TOML_ENV)
+    return Path(env).expanduser() if env else None
+
+
 def load_registry() -> dict[str, ModelSpec]:
-    """All models of ``dsbox/models.toml``, by name, in file order."""
-    text = resources.files("dsbox").joinpath("models.toml").read_text()
-    specs = {}
-    for name, entry in tomllib.loads(text).items():
-        specs[name] = ModelSpec(
-            name=name,
-            hidden_size=entry["hidden_size"],
-            num_layers=entry["num_layers"],
-            num_heads=entry["num_heads"],
-            ffn_dim=entry["ffn_dim"],
-            max_position_embeddings=entry.get("max_position_embeddings", 2048),
-            word_embed_proj_dim=entry.get("word_embed_proj_dim"),
-            do_layer_norm_before=entry.get("do_layer_norm_before", True),
-            hf_repo=entry.get("hf_repo"),
-            bundled=entry.get("bundled", False),
-            description=entry.get("description", ""),
-        )
-    return specs
+    """All models of the registry (``models.toml``), by name, in file order."""
+    path = registry_path()
+    if path is None:
+        text = resources.files("dsbox").joinpath("models.toml").read_text()
+        where = "models.toml"
+    else:
+        try:
+            text = path.read_text()
+        except OSError as exc:
+            raise ValueError(f"{path}: cannot read the model registry ({exc.strerror}); "
+                             f"${MODELS_TOML_ENV} names it") from None
+        where = str(path)
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ValueError(f"{where}: not valid TOML ({exc})") from None
+    return {name: _registry_entry(name, entry) for name, entry in data.items()}
 
 
 def get_model_spec(name: str) -> ModelSpec:
@@ -165,4 +233,4 @@ def get_model_spec(name: str) -> ModelSpec:
     return registry[key]
 
 
-DEFAULT_MODEL = "opt-tiny"
+DEFAULT_MODEL = "dsbox-chat"

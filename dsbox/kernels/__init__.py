@@ -43,10 +43,15 @@ import torch
 
 from dsbox.kernels._common import INTERPRET_ENV, interpreting, is_interpreted
 
+#: Whether the interpreter was asked for before dsbox turned it on (a user's or a test's
+#: explicit TRITON_INTERPRET=1): the engine runs the Triton backend on the CPU only then.
+INTERPRETER_REQUESTED = os.environ.get(INTERPRET_ENV) == "1"
+
 if not torch.cuda.is_available():
     os.environ.setdefault(INTERPRET_ENV, "1")
 
-__all__ = ["KERNELS", "ensure_mode", "kernel_mode", "load_kernels", "triton_available",
+__all__ = ["INTERPRETER_REQUESTED", "KERNELS", "ensure_mode", "kernel_mode", "load_kernels",
+           "triton_available",
            "without_interpreter_env"]
 
 # kernel module -> its @triton.jit functions

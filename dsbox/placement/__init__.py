@@ -5,20 +5,26 @@
 - ``simulator``: discrete-event simulation driving the engine's scheduler classes, with the
   same lifecycle stamps as a real run (``lazy_decode``: its fast path).
 - ``goodput``: binary search of the highest rate meeting the SLO attainment target.
-- ``alg_low`` (Alg. 2), ``alg_high`` (Alg. 1), ``colocated`` (vLLM++), ``plan`` (all).
+- ``alg_low`` (Alg. 2), ``alg_high`` (Alg. 1), ``colocated`` (vLLM++), ``plan`` (all),
+  ``verdict`` (which mode wins, by how much, why), ``auto`` (``--placement auto``).
+- ``analytic``/``gpus``: derived profiles for any model and GPU of the table;
+  ``profile_source``: finding a model's profile.
 
 No UI or server packages are needed here.
 """
 
+from dsbox.placement.auto import PlacementChoice, choose_placement
 from dsbox.placement.cluster import ClusterSpec
 from dsbox.placement.goodput import GoodputSearch, SearchSettings
 from dsbox.placement.latency import InstanceLatency
 from dsbox.placement.plan import make_context, plan_search
 from dsbox.placement.plan_types import PhasePlan, PlanResult
-from dsbox.placement.profile import LatencyProfile, StepFit, load_profile
+from dsbox.placement.profile import LatencyProfile, StepFit
+from dsbox.placement.profile_source import load_profile
 from dsbox.placement.sim_setup import EngineLimits, build_setup
 from dsbox.placement.sim_types import SimInstance, SimResult, SimSetup, SimTrace
 from dsbox.placement.simulator import simulate
+from dsbox.placement.verdict import Verdict
 from dsbox.placement.workload import RequestSample, sample_requests
 
 __all__ = [
@@ -28,6 +34,7 @@ __all__ = [
     "InstanceLatency",
     "LatencyProfile",
     "PhasePlan",
+    "PlacementChoice",
     "PlanResult",
     "RequestSample",
     "SearchSettings",
@@ -36,7 +43,9 @@ __all__ = [
     "SimSetup",
     "SimTrace",
     "StepFit",
+    "Verdict",
     "build_setup",
+    "choose_placement",
     "load_profile",
     "make_context",
     "plan_search",

@@ -13,10 +13,25 @@ smallest unit with the pair's prefill:decode ratio is simulated end to end (tran
 included), best-predicted first, until the prediction (with ``PREDICTION_SLACK``) falls
 below the best verified per-GPU goodput. The verified goodput is what the plan reports.
 
+A pairing's unit is tried in every layout that fits: first the layouts that keep each
+layer's KV inside a node (the prefill and decode stages of the same layers side by side,
+Alg. 2's segments, for every node split both PPs allow), then first-fit, which may send KV
+over the network. A layout's bound is the pairing's prediction and, when all of its KV
+crosses nodes, what the node links carry (part of ``rate_upper_bound``; the simulator
+makes such transfers take turns on a link). Layouts whose bound cannot beat the best are
+not simulated.
+
+Alg. 1 starts from Alg. 2's answer on the same cluster (a placement that keeps KV inside
+nodes is a valid high-affinity placement), so it never answers worse than Alg. 2, and its
+pruning has a real bar from the start: a slow network then costs a few early-stopped
+simulations, not a search over units that all pay for KV over it.
+
 To save simulations the phases are sized in two rounds: first the ``FIRST_LOOK`` configs
 of each phase that look best per GPU (and their best pairing, verified), then the rest,
-each dropped after one probe if its phase alone cannot reach that pairing's per-GPU
-goodput (no pairing can beat either of its phases per GPU).
+each dropped after one probe if its phase alone cannot reach what a pairing needs to beat
+the best per-GPU goodput: with phase goodputs ``x`` and ``y`` per GPU a pairing serves at
+most ``1 / (1/x + 1/y)`` per GPU, so with the other phase's best (plus the slack) known,
+a config needs ``x >= 1 / (1/best - 1/y_best)`` (:func:`phase_floor`).
 """
 
 from __future__ import annotations
@@ -24,8 +39,10 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 
+from dsbox.config.placement import Placement
+from dsbox.placement.alg_low import plan_low
 from dsbox.placement.context import ParallelConfig, PlanContext
-from dsbox.placement.layout import first_fit
+from dsbox.placement.layout import first_fit, pair_layouts
 from dsbox.placement.plan_types import Candidate, PhasePlan
 
 PREDICTION_SLACK = 0.1  # a phase-only prediction may undershoot the end-to-end goodput
@@ -66,11 +83,32 @@ def phase_goodputs(ctx: PlanContext, role: str, configs: list[ParallelConfig],
         if cfg in goodputs:
             continue
         setup = ctx.phase_setup(role, cfg)
-        g = ctx.search.goodput(setup, must_beat=floor_per_gpu * cfg.gpus, stride=PHASE_STRIDE)
+        if math.isinf(floor_per_gpu):  # no pairing can beat the best: not simulated
+            g = None
+        else:
+            g = ctx.search.goodput(setup, must_beat=floor_per_gpu * cfg.gpus,
+                                   stride=PHASE_STRIDE)
         goodputs[cfg] = g or 0.0
         candidates.append(Candidate(f"{role}-only {cfg.instance(role).format(False)}",
                                     cfg.gpus, g, ctx.search.estimate(setup)))
+        ctx.tried(candidates[-1].label, cfg.gpus, g, placement=False)
     return goodputs, candidates
+
+
+def phase_floor(target: float, other_best: float) -> float:
+    """The per-GPU goodput a config of one phase needs for a pairing to reach ``target``
+    per GPU when the other phase serves at most ``other_best`` per GPU: a pairing's GPUs
+    split between the phases, so its per-GPU goodput is at most ``1 / (1/x + 1/y)`` for
+    phase goodputs ``x``, ``y`` per GPU (inf: out of reach)."""
+    if target <= 0:
+        return 0.0
+    if other_best <= target:
+        return math.inf
+    return 1.0 / (1.0 / target - 1.0 / other_best)
+
+
+def _best_per_gpu(goodputs: dict) -> float:
+    return max((g / c.gpus for c, g in goodputs.items()), default=0.0)
 
 
 def _by_estimate(ctx: PlanContext, role: str, configs: list[ParallelConfig]) -> list:
@@ -113,15 +151,23 @@ def pairings(configs: list[ParallelConfig], g_p: dict, g_d: dict, total: int,
     return out
 
 
-def plan_high(ctx: PlanContext, rate: float | None = None) -> PhasePlan:
+def plan_high(ctx: PlanContext, rate: float | None = None,
+              start: PhasePlan | None = None) -> PhasePlan:
+    """Alg. 1 on ``ctx``; ``start``: Alg. 2's plan on the same context (searched here when
+    not given; none when no Alg. 2 unit fits)."""
     cluster = ctx.cluster
     total = cluster.num_gpus
     configs = ctx.instance_configs(max_gpus=total)
     if not configs or 2 * min(c.gpus for c in configs) > total:
         raise ValueError(f"{ctx.spec.name}: a prefill and a decode instance do not fit "
                          f"{cluster.describe()}")
+    low = start if start is not None else _try_low(ctx)
+    best = _Verified()
+    if low is not None and low.unit_goodput > 0:
+        best.goodput, best.unit, best.placement = low.unit_goodput, low.unit, low.placement
+        best.per_gpu = low.goodput_per_gpu
     # Stage 1: the few configs of each phase that look best per GPU, fully, and the best
-    # pairing among them. Stage 2: the other configs, pruned against that pairing.
+    # pairing among them. Stage 2: the other configs, pruned against the best so far.
     g_p: dict = {}
     g_d: dict = {}
     candidates: list[Candidate] = []
@@ -129,67 +175,96 @@ def plan_high(ctx: PlanContext, rate: float | None = None) -> PhasePlan:
     configs = [c for c in configs if c.gpus + smallest <= total]  # room for the other phase
     order_p = _by_estimate(ctx, "prefill", configs)
     order_d = _by_estimate(ctx, "decode", configs)
-    best = _Verified()
     for stage_configs in ((order_p[:FIRST_LOOK], order_d[:FIRST_LOOK]), (order_p, order_d)):
-        floor = best.per_gpu / (1 + PREDICTION_SLACK)
-        candidates += phase_goodputs(ctx, "prefill", stage_configs[0], floor, g_p)[1]
-        candidates += phase_goodputs(ctx, "decode", stage_configs[1], floor, g_d)[1]
+        target = best.per_gpu / (1 + PREDICTION_SLACK)
+        floor_p = floor_d = target
+        if g_p and g_d:  # a pairing is at most the harmonic sum of its phases per GPU
+            floor_p = phase_floor(target, _best_per_gpu(g_d) * (1 + PREDICTION_SLACK))
+            floor_d = phase_floor(target, _best_per_gpu(g_p) * (1 + PREDICTION_SLACK))
+        candidates += phase_goodputs(ctx, "prefill", stage_configs[0], floor_p, g_p)[1]
+        candidates += phase_goodputs(ctx, "decode", stage_configs[1], floor_d, g_d)[1]
         known = [c for c in configs if c in g_p or c in g_d]
         ranked = pairings(known, {c: g_p.get(c, 0.0) for c in known},
                           {c: g_d.get(c, 0.0) for c in known}, total, rate)
-        candidates += _verify(ctx, ranked, best)
-    best_pair, best_goodput, best_unit = best.pair, best.goodput, best.unit
-    if best_pair is None:
+        candidates += _verify(ctx, ranked, best, rate)
+    if best.unit is None:
         cfg = configs[0]
         unit = first_fit([cfg.instance("prefill"), cfg.instance("decode")], cluster)
         return PhasePlan("high", unit, 0.0, unit, candidates,
                          ["no prefill + decode pairing meets the SLO at any rate"])
     notes = []
-    n_p, n_d = best_pair.n_prefill, best_pair.n_decode
-    if n_p * best_pair.prefill.gpus + n_d * best_pair.decode.gpus > total:
-        notes.append(f"rate {rate} needs {n_p} prefill + {n_d} decode instances, more than "
-                     f"{cluster.describe()} holds")
-    setup = ctx.setup(best_unit)
-    if any(bw <= cluster.network_bandwidth for row in setup.bandwidth for bw in row):
-        notes.append(f"KV crosses nodes at {cluster.network_bandwidth / 1e9:g} GB/s in this "
-                     "plan; Alg. 1 assumes a fast network (see --network-gbps)")
+    if best.pair is None:
+        candidates = (low.candidates if low is not None else []) + candidates
+        notes.append("Alg. 2's placement (KV inside nodes) is the best found"
+                     + ("; no placement that sends KV across nodes beat it"
+                        if cluster.num_nodes > 1 else ""))
+    else:
+        pair = best.pair
+        if pair.n_prefill * pair.prefill.gpus + pair.n_decode * pair.decode.gpus > total:
+            notes.append(f"rate {rate} needs {pair.n_prefill} prefill + {pair.n_decode} "
+                         f"decode instances, more than {cluster.describe()} holds")
+    if ctx.setup(best.unit).crosses_network():
+        notes.append(f"KV crosses nodes at {cluster.network_bandwidth * 8 / 1e9:g} Gbps per "
+                     "node in this plan (see --network-gbps)")
+    return PhasePlan("high", best.unit, best.goodput, best.placement, candidates, notes)
+
+
+def _try_low(ctx: PlanContext) -> PhasePlan | None:
     try:
-        placement = first_fit(best_pair.instances(n_p, n_d), cluster)
-    except ValueError:
-        placement = best_unit
-    return PhasePlan("high", best_unit, best_goodput, placement, candidates, notes)
+        return plan_low(ctx)
+    except ValueError:  # no segment fits a node (an instance needs more than a node)
+        return None
 
 
 @dataclass(slots=True)
 class _Verified:
-    """The best pairing simulated end to end so far."""
+    """The best unit simulated end to end so far (``pair`` None: Alg. 2's)."""
 
     pair: Pairing | None = None
     goodput: float = 0.0
     per_gpu: float = 0.0
-    unit: object = None
+    unit: Placement | None = None
+    placement: Placement | None = None
     seen: set = field(default_factory=set)
 
 
-def _verify(ctx: PlanContext, ranked: list[Pairing], best: _Verified) -> list[Candidate]:
-    """Simulate the units of ``ranked`` pairings (best prediction first) until the
-    prediction cannot beat ``best``; updates ``best``."""
+def _verify(ctx: PlanContext, ranked: list[Pairing], best: _Verified,
+            rate: float | None) -> list[Candidate]:
+    """Simulate the layouts of ``ranked`` pairings' units (best prediction first) whose
+    bound can beat ``best``, until no prediction can; updates ``best``."""
     candidates = []
     for pair in ranked:
-        if best.pair is not None and pair.predicted_per_gpu * (1 + PREDICTION_SLACK) \
-                < best.per_gpu:
+        bound = pair.predicted_per_gpu * (1 + PREDICTION_SLACK)
+        if bound < best.per_gpu:
             break
-        try:
-            unit = first_fit(pair.instances(*pair.unit_counts), ctx.cluster)
-        except ValueError:
-            continue
-        if unit.format() in best.seen:
-            continue
-        best.seen.add(unit.format())
-        goodput = ctx.search.goodput(ctx.setup(unit), must_beat=best.per_gpu * unit.num_devices)
-        candidates.append(Candidate(unit.format(False), unit.num_devices, goodput,
-                                    pair.predicted_per_gpu * unit.num_devices))
-        if goodput is not None and goodput / unit.num_devices > best.per_gpu:
-            best.pair, best.goodput, best.unit = pair, goodput, unit
-            best.per_gpu = goodput / unit.num_devices
+        for unit, segment in pair_layouts(pair.prefill, pair.decode, *pair.unit_counts,
+                                          ctx.cluster):
+            key = unit.format()
+            if key in best.seen:
+                continue
+            best.seen.add(key)
+            setup = ctx.setup(unit)
+            gpus = unit.num_devices
+            # a must_beat above the setup's rate bound (the node links', for one) fails
+            # without a simulation
+            goodput = ctx.search.goodput(setup, must_beat=ctx.search.bar(best.per_gpu, gpus))
+            candidates.append(Candidate(unit.format(False), gpus, goodput,
+                                        pair.predicted_per_gpu * gpus))
+            ctx.tried(unit.format(False), gpus, goodput)
+            if goodput is not None and goodput / gpus > best.per_gpu:
+                best.pair, best.goodput, best.unit = pair, goodput, unit
+                best.per_gpu = goodput / gpus
+                best.placement = _cluster_placement(ctx, pair, segment, unit, rate)
     return candidates
+
+
+def _cluster_placement(ctx: PlanContext, pair: Pairing, segment, unit: Placement,
+                       rate: float | None) -> Placement:
+    """The whole cluster's placement of a verified unit: its segments replicated, or the
+    pairing's instance counts laid out first-fit (the unit itself if they do not fit)."""
+    if segment is not None and rate is None:
+        return segment.cluster_placement(ctx.cluster)
+    try:
+        return first_fit(pair.instances(pair.n_prefill, pair.n_decode), ctx.cluster)
+    except ValueError:
+        return unit

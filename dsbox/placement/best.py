@@ -62,9 +62,9 @@ def pick_best(ctx: PlanContext, options: Sequence[Option]) -> Best:
     best_per_gpu = 0.0
     candidates = []
     for estimate, _, opt, setup in scored:
-        must_beat = best_per_gpu * opt.num_gpus
-        goodput = search.goodput(setup, must_beat=must_beat)
+        goodput = search.goodput(setup, must_beat=search.bar(best_per_gpu, opt.num_gpus))
         candidates.append(Candidate(opt.label, opt.num_gpus, goodput, estimate * opt.num_gpus))
+        ctx.tried(opt.label, opt.num_gpus, goodput, placement=opt.placement is not None)
         if goodput is not None and goodput / opt.num_gpus > best_per_gpu:
             best, best_goodput, best_per_gpu = opt, goodput, goodput / opt.num_gpus
     return Best(best, best_goodput, candidates)

@@ -2,7 +2,8 @@
 
 ``ClusterSpec.parse("4x8")`` is four nodes of eight GPUs. Defaults follow DistServe's
 testbed: A100-80GB GPUs with NVLink inside a node (600 GB/s bidirectional, so 300 GB/s
-each way per GPU) and a 25 Gbps network between nodes.
+each way per GPU) and a 25 Gbps network between nodes. :meth:`ClusterSpec.for_profile`
+takes the link inside a node from the GPU table when the profile names a GPU of it.
 """
 
 from __future__ import annotations
@@ -42,6 +43,20 @@ class ClusterSpec:
         if match is None:
             raise ValueError(f"cluster {text!r}: expected NODESxGPUS, e.g. 1x8 or 4x8")
         return cls(int(match[1]), int(match[2]), **kwargs)
+
+    @classmethod
+    def for_profile(cls, text: str, profile: str, nvlink_bandwidth: float | None = None,
+                    network_bandwidth: float | None = None) -> ClusterSpec:
+        """``"NxG"`` of the GPU ``profile`` names; the link inside a node defaults to that
+        GPU's (:mod:`dsbox.placement.gpus`; NVLink 3 for anything else), the network
+        between nodes to 25 Gbps."""
+        from dsbox.placement.gpus import find_gpu
+
+        gpu = find_gpu(str(profile))
+        if nvlink_bandwidth is None:
+            nvlink_bandwidth = gpu.link_bandwidth if gpu is not None else NVLINK_BYTES_PER_S
+        return cls.parse(text, profile=str(profile), nvlink_bandwidth=nvlink_bandwidth,
+                         network_bandwidth=network_bandwidth or NETWORK_BYTES_PER_S)
 
     @property
     def num_gpus(self) -> int:

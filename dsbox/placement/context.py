@@ -1,8 +1,9 @@
 """PlanContext: everything one placement search shares (model, profile, cluster, SLO,
-request sample, engine limits, the goodput search and its cache)."""
+request sample, engine limits, the goodput search and its cache, and its progress)."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from dsbox.config.model_spec import ModelSpec
@@ -32,6 +33,18 @@ class ParallelConfig:
 
 
 @dataclass(slots=True)
+class SearchProgress:
+    """Where a search stands: configurations tried, simulations run, the best placement
+    simulated end to end so far (per-GPU goodput), and the stage being searched."""
+
+    stage: str = ""
+    tried: int = 0
+    simulations: int = 0
+    best_label: str = ""
+    best_per_gpu: float = 0.0
+
+
+@dataclass(slots=True)
 class PlanContext:
     """Inputs of a placement search, and the goodput search they share."""
 
@@ -44,11 +57,25 @@ class PlanContext:
     limits: EngineLimits = field(default_factory=EngineLimits)
     engine: str | None = None
     search: GoodputSearch | None = None
+    on_progress: Callable[[SearchProgress], None] | None = None
+    progress: SearchProgress = field(default_factory=SearchProgress)
     _setups: dict = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if self.search is None:
             self.search = GoodputSearch(self.sample, self.slo, self.settings)
+
+    def tried(self, label: str, num_gpus: int, goodput: float | None,
+              placement: bool = True) -> None:
+        """Record one evaluated configuration (``placement``: simulated end to end, so it
+        may be the best so far) and tell ``on_progress``."""
+        p = self.progress
+        p.tried += 1
+        p.simulations = self.search.stats.num_simulations
+        if placement and goodput is not None and goodput / num_gpus > p.best_per_gpu:
+            p.best_per_gpu, p.best_label = goodput / num_gpus, label
+        if self.on_progress is not None:
+            self.on_progress(p)
 
     @property
     def device_memory(self) -> int:

@@ -11,6 +11,10 @@ rule, used by the capacity estimates: with ``g = min(pp, B)`` micro-batches a se
 token costs one round through the pipeline, ``a + (b*sum(ctx) + c*B) / g``; the small/large
 coefficient set is chosen by the micro-batch size ``ceil(B / g)``. With ``pp = 1`` this is
 the fit itself.
+
+``step_overhead`` is the serving runtime's own cost of a step (the profile's
+``step_overhead_ms`` plus ``step_overhead_ms_per_token`` per token of context), paid
+before the step enters stage 0: the simulator adds it to every step's stage-0 time.
 """
 
 from __future__ import annotations
@@ -27,15 +31,24 @@ class InstanceLatency:
     tp: int
     pp: int
     fit: StepFit
+    overhead_ms: float = 0.0            # runtime cost per step
+    overhead_ms_per_token: float = 0.0  # ... per token of context in the step
 
     def __post_init__(self) -> None:
         if self.tp < 1 or self.pp < 1:
             raise ValueError(f"tp and pp must be >= 1, got tp={self.tp} pp={self.pp}")
+        if not (self.overhead_ms >= 0 and self.overhead_ms_per_token >= 0):
+            raise ValueError("step overheads must be >= 0 ms")
 
     @classmethod
     def from_profile(cls, profile: LatencyProfile, tp: int, pp: int,
                      engine: str | None = None) -> InstanceLatency:
-        return cls(tp, pp, profile.fit(tp, engine))
+        return cls(tp, pp, profile.fit(tp, engine), profile.step_overhead_ms,
+                   profile.step_overhead_ms_per_token)
+
+    def step_overhead(self, sum_context: int) -> float:
+        """The runtime's own time for one step over ``sum_context`` tokens, seconds."""
+        return (self.overhead_ms + self.overhead_ms_per_token * sum_context) * 1e-3
 
     def prefill_time(self, sum_len: int, sum_len_sq: int) -> float:
         """Whole-model time of one prefill batch (all stages), seconds."""

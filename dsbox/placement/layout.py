@@ -3,6 +3,8 @@
 - :func:`first_fit`: instances in order, each on the first node with room for all its GPUs
   (an instance larger than a node takes whole consecutive nodes). Used by Alg. 1 (high node
   affinity: any instance may talk to any other) and the colocated baseline.
+- :func:`pair_layouts`: Alg. 1's layouts of a unit of prefill and decode instances, those
+  that keep KV inside nodes first (as segment units), then first-fit.
 - :class:`SegmentUnit`: Alg. 2's unit (low node affinity). The model is cut into
   ``pp_cross`` node stages; node ``c`` of the unit holds stage ``c`` of every prefill and
   every decode instance of the unit (its *segment*), so KV moves over NVLink only. Within
@@ -11,12 +13,13 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
 from dsbox.config.placement import InstanceSpec, Placement
 from dsbox.placement.cluster import ClusterSpec
-from dsbox.placement.context import ParallelConfig
+from dsbox.placement.context import ParallelConfig, divisors
 
 
 def first_fit(instances: Sequence[InstanceSpec], cluster: ClusterSpec) -> Placement:
@@ -131,3 +134,27 @@ class SegmentUnit:
             for slot in range(m // self.segment_gpus):
                 out.extend(self.instances(nodes, slot * self.segment_gpus, m))
         return merge(out)
+
+
+def pair_layouts(prefill: ParallelConfig, decode: ParallelConfig, n_prefill: int,
+                 n_decode: int, cluster: ClusterSpec
+                 ) -> list[tuple[Placement, SegmentUnit | None]]:
+    """Layouts of ``n_prefill`` prefill and ``n_decode`` decode instances: as segment units
+    (each node holds the same layers of every instance, so KV stays inside nodes) for every
+    node split ``c`` dividing both PPs, then first-fit; each with its segment unit (None
+    for first-fit). Layouts that do not fit are left out."""
+    out: list[tuple[Placement, SegmentUnit | None]] = []
+    for c in divisors(math.gcd(prefill.pp, decode.pp)):
+        if c > cluster.num_nodes:
+            break
+        unit = SegmentUnit(c, ParallelConfig(prefill.tp, prefill.pp // c), n_prefill,
+                           ParallelConfig(decode.tp, decode.pp // c), n_decode)
+        if unit.segment_gpus <= cluster.gpus_per_node:
+            out.append((unit.unit_placement(cluster), unit))
+    try:
+        out.append((first_fit([InstanceSpec("prefill", prefill.tp, prefill.pp)] * n_prefill
+                              + [InstanceSpec("decode", decode.tp, decode.pp)] * n_decode,
+                              cluster), None))
+    except ValueError:
+        pass
+    return out

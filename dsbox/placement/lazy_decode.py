@@ -179,16 +179,22 @@ class LazyDecode:
     # --- one lazy step -------------------------------------------------------------------
     def try_start(self, now: float, busy: Collection[int] = (),
                   cap: int | None = None) -> Group | str | None:
-        """Start at ``now`` the decode step ``Scheduler.schedule(now, busy, cap)`` would
-        take, lazily, if it takes it without preemption: returns its group; :data:`IDLE`
-        when the scheduler would run no step; None when a normal step must be taken
-        instead (the caller calls :meth:`detach_idle` first). The caller has checked that
-        no waiting sequence can be prefilled now (the scheduler's first choice)."""
+        """Start at ``now`` the decode step ``Scheduler.schedule(now, busy', cap)`` would
+        take, lazily, if it takes it without preemption, where ``busy'`` is ``busy`` (the
+        sequences of scheduler outputs in flight) and those of the lazy groups in flight:
+        returns its group; :data:`IDLE` when the scheduler would run no step; None when a
+        normal step must be taken instead (the caller calls :meth:`detach_idle` first).
+        The caller has checked that no waiting sequence can be prefilled now (the
+        scheduler's first choice)."""
+        if cap == 0:  # pp micro-batches in flight: no decode step now
+            return IDLE
         running = self.scheduler.running
-        if busy:
-            chosen = self._only_idle_group(len(running), len(busy))
+        if busy or self.num_busy:
+            chosen = None if busy else self._only_idle_group(len(running))
             if chosen is None:
-                chosen = [s for s in running if s.seq_id not in busy]
+                skip = self.in_flight_ids()
+                skip.update(busy)
+                chosen = [s for s in running if s.seq_id not in skip]
         else:
             chosen = running
         if cap is not None and len(chosen) > cap:
@@ -207,8 +213,7 @@ class LazyDecode:
             if len(crossers) > bm.num_free_blocks:
                 return None
             del g.cross_at[step]
-            for m in crossers:
-                bm.reserve(m.seq.seq_id, m.num_tokens + step - m.base)
+            bm.grow([m.seq.seq_id for m in crossers])  # each needs exactly one block more
             if crossers:
                 g.cross_at.setdefault(step + self.block_size, []).extend(crossers)
         for m in g.newcomers:
@@ -220,12 +225,10 @@ class LazyDecode:
         self.num_busy += g.batch_size
         return g
 
-    def _only_idle_group(self, num_running: int, num_busy: int) -> list[Sequence] | None:
+    def _only_idle_group(self, num_running: int) -> list[Sequence] | None:
         """The sequences of the one idle group when they are all the running sequences not
-        in a step in flight (then, in running order, they are what the scheduler sees as
-        not busy); None when that is not known without a scan of the running list."""
-        if num_busy != self.num_busy:  # a scheduler output is in flight too
-            return None
+        in a lazy step in flight (then, in running order, they are what the scheduler sees
+        as not busy); None when that is not known without a scan of the running list."""
         if num_running != len(self.members):  # a running sequence in no group
             return None
         idle = None
@@ -237,6 +240,10 @@ class LazyDecode:
                     return None
                 idle = g
         return idle.seqs if idle is not None else None
+
+    def in_flight_ids(self) -> set[int]:
+        """The sequences of the lazy steps in flight."""
+        return {i for g in self.groups if g.in_flight for i in g.ids}
 
     def complete(self, g: Group, now: float) -> list[Sequence]:
         """The lazy step of ``g`` ended at ``now``; returns the sequences that finished."""

@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from dsbox.config.placement import Placement
+
+if TYPE_CHECKING:
+    from dsbox.placement.verdict import Verdict
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,6 +65,8 @@ class PlanResult:
     search_seconds: float
     num_simulations: int
     num_requests: int
+    verdict: Verdict | None = None
+    profile_note: str = ""       # e.g. that the profile is derived, and how well it lands
 
     @property
     def ratio(self) -> float:
@@ -89,4 +95,6 @@ class PlanResult:
             "num_simulations": self.num_simulations,
             "num_requests": self.num_requests,
             "notes": d.notes + c.notes,
+            "best": self.verdict.to_json() if self.verdict is not None else None,
+            "profile_note": self.profile_note,
         }

@@ -9,6 +9,7 @@ A profile file is JSON (format ``dsbox-profile/1``), one per (device kind, model
                                   "decode_large": [a, b, c], "decode_threshold": 95}}},
      "kv_capacity_tokens": [{"tp": 1, "pp": 1, "tokens": 66144}],
      "prefill_token_budget": {"1": 768},
+     "step_overhead_ms": 0.0, "step_overhead_ms_per_token": 0.0,
      "provenance": {...}}
 
 Step time in milliseconds, in the form DistServe fitted (paper Appendix A): a prefill step
@@ -17,9 +18,15 @@ sequences of context lengths ``ctx`` takes ``a + b*sum(ctx) + c*B``, with the ``
 coefficients below ``decode_threshold`` sequences and the ``large`` ones from there on.
 ``fits`` may hold several engines' fits (the built-in ``a100-80g`` carries DistServe's and
 vLLM's). KV capacity (tokens per instance) per (TP, PP) comes from the file when listed,
-else from device memory.
+else from device memory. ``step_overhead_ms`` (+ ``step_overhead_ms_per_token`` per token
+of context in the step) is the serving runtime's own cost per step (scheduling, IPC, batch
+building) on top of the model's step time; the simulator adds it to every step. It is 0 in
+the published fits (their runs include the engine's overhead in the fit). A derived
+profile says so in ``provenance["derived"]``.
 
-Built-in profiles live in ``dsbox/data/profiles/<device>/<model>.json``.
+Built-in profiles live in ``dsbox/data/profiles/<device>/<model>.json``;
+:mod:`dsbox.placement.profile_source` finds a model's profile (a file, a directory, a
+built-in one, or one derived for a GPU of the table).
 """
 
 from __future__ import annotations
@@ -27,7 +34,6 @@ from __future__ import annotations
 import json
 import math
 from dataclasses import dataclass, field
-from importlib import resources
 from pathlib import Path
 
 from dsbox.config.model_spec import ModelSpec
@@ -118,6 +124,8 @@ class LatencyProfile:
     memory_utilization: float = DEFAULT_MEMORY_UTILIZATION
     provenance: dict = field(default_factory=dict)
     measurements: list = field(default_factory=list)
+    step_overhead_ms: float = 0.0            # the runtime's own cost per step
+    step_overhead_ms_per_token: float = 0.0  # ... per token of context in the step
 
     def __post_init__(self) -> None:
         if not self.fits:
@@ -133,6 +141,13 @@ class LatencyProfile:
             raise ValueError("device_memory_bytes must be positive")
         if not 0 < self.memory_utilization <= 1:
             raise ValueError("memory_utilization must be in (0, 1]")
+        if not (self.step_overhead_ms >= 0 and self.step_overhead_ms_per_token >= 0):
+            raise ValueError("step overheads must be >= 0 ms")
+
+    @property
+    def derived(self) -> bool:
+        """Whether the fits come from the analytic model rather than measurements."""
+        return bool(self.provenance.get("derived"))
 
     # --- queries -------------------------------------------------------------------------
     def engine(self, engine: str | None = None) -> str:
@@ -186,6 +201,8 @@ class LatencyProfile:
                                    for (tp, pp), n in sorted(self.kv_capacity_tokens.items())],
             "prefill_token_budget": {str(tp): n
                                      for tp, n in sorted(self.prefill_token_budget.items())},
+            "step_overhead_ms": self.step_overhead_ms,
+            "step_overhead_ms_per_token": self.step_overhead_ms_per_token,
             "provenance": self.provenance,
             "measurements": self.measurements,
         }
@@ -217,6 +234,8 @@ class LatencyProfile:
                                                   DEFAULT_MEMORY_UTILIZATION)),
                 provenance=data.get("provenance", {}),
                 measurements=data.get("measurements", []),
+                step_overhead_ms=float(data.get("step_overhead_ms", 0.0)),
+                step_overhead_ms_per_token=float(data.get("step_overhead_ms_per_token", 0.0)),
             )
         except KeyError as exc:
             raise ValueError(f"{source}: missing key {exc.args[0]!r}") from None
@@ -234,50 +253,3 @@ class LatencyProfile:
         except json.JSONDecodeError as exc:
             raise ValueError(f"{path}: not valid JSON ({exc})") from None
         return cls.from_dict(data, source=str(path))
-
-
-def _model_key(model: str) -> str:
-    return model.strip().lower().removeprefix("facebook/")
-
-
-def builtin_profiles() -> dict[str, list[str]]:
-    """Built-in profile names -> the models each covers."""
-    root = resources.files(BUILTIN_PACKAGE).joinpath(*BUILTIN_DIR)
-    out: dict[str, list[str]] = {}
-    if not root.is_dir():
-        return out
-    for entry in sorted(root.iterdir(), key=lambda e: e.name):
-        if entry.is_dir():
-            models = sorted(f.name[:-5] for f in entry.iterdir() if f.name.endswith(".json"))
-            if models:
-                out[entry.name] = models
-    return out
-
-
-def load_profile(name_or_path: str | Path, model: str) -> LatencyProfile:
-    """A profile by built-in name (``a100-80g``), by file, or by a directory of
-    ``<model>.json`` files. The profile's model must be ``model``."""
-    key = _model_key(model)
-    path = Path(name_or_path)
-    if path.is_file():
-        profile = LatencyProfile.load(path)
-    elif path.is_dir():
-        file = path / f"{key}.json"
-        if not file.is_file():
-            raise ValueError(f"profile directory {path} has no {key}.json")
-        profile = LatencyProfile.load(file)
-    else:
-        builtins = builtin_profiles()
-        name = str(name_or_path)
-        if name not in builtins:
-            raise ValueError(f"unknown profile {name!r}: not a file or directory, and not "
-                             f"built in (built-in: {', '.join(builtins) or 'none'})")
-        if key not in builtins[name]:
-            raise ValueError(f"built-in profile {name!r} has no {key} "
-                             f"(it covers {', '.join(builtins[name])})")
-        text = resources.files(BUILTIN_PACKAGE).joinpath(*BUILTIN_DIR, name,
-                                                          f"{key}.json").read_text()
-        profile = LatencyProfile.from_dict(json.loads(text), source=f"built-in {name}/{key}")
-    if _model_key(profile.model) != key:
-        raise ValueError(f"profile {name_or_path} is for {profile.model}, not {model}")
-    return profile

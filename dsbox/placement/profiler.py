@@ -81,12 +81,15 @@ class ProfilingTarget:
         from collections import deque
 
         from dsbox.engine.core.block_manager import BlockManager
+        from dsbox.engine.runtime.kv_budgets import kv_budgets
         from dsbox.engine.runtime.launch import LocalLauncher
         from dsbox.engine.runtime.setup import resolve_setup
 
         setup = resolve_setup(config)
-        launcher = LocalLauncher(setup.plans()[:1], deque())
-        num_blocks = launcher.measure({})[0].num_blocks  # {}: each worker's own KV rule
+        plans = setup.plans()[:1]
+        launcher = LocalLauncher(plans, deque())
+        budgets = kv_budgets(plans, launcher.loaded, config.kv_cache_fraction)
+        num_blocks = launcher.measure(budgets)[0].num_blocks
         if num_blocks < 1:
             raise ValueError("the KV budget holds no block; raise kv_cache_memory")
         launcher.allocate({0: num_blocks})

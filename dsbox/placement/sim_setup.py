@@ -1,9 +1,11 @@
 """Build a :class:`SimSetup` from a ``Placement`` on a cluster with a latency profile.
 
 Per instance: the profile's fit at its TP, its KV capacity at (TP, PP) in blocks, the
-prefill token budget L_m at its TP. KV transfer bandwidth between a prefill and a decode
-instance: NVLink times the number of GPU pairs that can copy in parallel when every layer
-of the two sits on the same node, else the cross-node network.
+prefill token budget L_m at its TP. KV transfer between a prefill and a decode instance:
+over NVLink (times the number of GPU pairs that can copy in parallel) when every layer of
+the two sits on the same node; else the layers whose KV changes node go over the network
+(``network_bandwidth`` per node), and the transfer occupies the network links of the nodes
+it leaves and enters, which every transfer crossing those nodes shares.
 """
 
 from __future__ import annotations
@@ -43,18 +45,21 @@ def sim_instance(role: str, tp: int, pp: int, spec: ModelSpec, profile: LatencyP
                        limits.block_size, budget, limits.max_num_seqs)
 
 
-def _aligned(p: InstanceSpec, d: InstanceSpec, num_layers: int, gpus_per_node: int) -> bool:
-    return (layer_nodes(p, 0, num_layers, gpus_per_node)
-            == layer_nodes(d, 0, num_layers, gpus_per_node))
-
-
-def transfer_bandwidth(p: InstanceSpec, d: InstanceSpec, spec: ModelSpec,
-                       cluster: ClusterSpec) -> float:
+def transfer_route(p: InstanceSpec, d: InstanceSpec, spec: ModelSpec,
+                   cluster: ClusterSpec) -> tuple[float, tuple[int, ...]]:
     """Bytes/s of a KV copy from prefill instance ``p`` to decode instance ``d`` (one
-    replica each, devices assigned)."""
-    if _aligned(p, d, spec.num_layers, cluster.gpus_per_node):
-        return cluster.nvlink_bandwidth * min(p.tp * p.pp, d.tp * d.pp)
-    return cluster.network_bandwidth
+    replica each, devices assigned) and the shared network links it occupies (link
+    ``2n``: node ``n``'s way out, ``2n + 1``: its way in)."""
+    m = cluster.gpus_per_node
+    src = layer_nodes(p, 0, spec.num_layers, m)
+    dst = layer_nodes(d, 0, spec.num_layers, m)
+    crossing = [(a, b) for a, b in zip(src, dst, strict=True) if a != b]
+    if not crossing:
+        return cluster.nvlink_bandwidth * min(p.tp * p.pp, d.tp * d.pp), ()
+    links = sorted({2 * n for a, _ in crossing for n in a}
+                   | {2 * n + 1 for _, b in crossing for n in b})
+    share = len(crossing) / spec.num_layers  # of the KV bytes that go over the network
+    return cluster.network_bandwidth / share, tuple(links)
 
 
 def build_setup(placement: Placement, spec: ModelSpec, profile: LatencyProfile,
@@ -67,6 +72,9 @@ def build_setup(placement: Placement, spec: ModelSpec, profile: LatencyProfile,
                       for i in singles)
     prefills = [i for i in singles if i.role == "prefill"]
     decodes = [i for i in singles if i.role == "decode"]
-    bandwidth = tuple(tuple(transfer_bandwidth(p, d, spec, cluster) for d in decodes)
-                      for p in prefills)
-    return SimSetup(instances, spec.kv_bytes_per_token(profile.dtype), bandwidth)
+    routes = [[transfer_route(p, d, spec, cluster) for d in decodes] for p in prefills]
+    bandwidth = tuple(tuple(bw for bw, _ in row) for row in routes)
+    links = tuple(tuple(ids for _, ids in row) for row in routes)
+    if not any(ids for row in links for ids in row):
+        links = ()
+    return SimSetup(instances, spec.kv_bytes_per_token(profile.dtype), bandwidth, links)

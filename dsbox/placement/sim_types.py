@@ -47,7 +47,11 @@ class SimInstance:
 @dataclass(frozen=True, slots=True)
 class SimSetup:
     """Instances plus KV transfer bandwidth (bytes/s) ``bandwidth[p][d]`` from the p-th
-    prefill instance to the d-th decode instance (in the order they appear).
+    prefill instance to the d-th decode instance (in the order they appear), and the shared
+    links such a transfer occupies, ``links[p][d]`` (ids; empty: links of its own, e.g.
+    NVLink between the two instances' GPUs). Transfers that share a link take it one at a
+    time (at its full bandwidth: the same throughput as sharing it fairly); without
+    ``links`` no transfer shares anything.
 
     Only prefill or only decode instances make a *phase-only* setup (Alg. 1 sizes each
     phase alone): prefill-only releases the KV at the end of prefill and judges TTFT only;
@@ -57,6 +61,7 @@ class SimSetup:
     instances: tuple[SimInstance, ...]
     kv_bytes_per_token: int = 0
     bandwidth: tuple[tuple[float, ...], ...] = ()
+    links: tuple[tuple[tuple[int, ...], ...], ...] = ()
 
     def __post_init__(self) -> None:
         roles = [i.role for i in self.instances]
@@ -70,8 +75,16 @@ class SimSetup:
                 raise ValueError(f"bandwidth must be a {n_p} x {n_d} table")
             if any(not (bw > 0) for row in self.bandwidth for bw in row):
                 raise ValueError("bandwidths must be positive (bytes/s)")
-        elif self.bandwidth:
-            raise ValueError("bandwidth is only for setups with prefill and decode instances")
+            if self.links and (len(self.links) != n_p
+                               or any(len(row) != n_d for row in self.links)):
+                raise ValueError(f"links must be a {n_p} x {n_d} table")
+        elif self.bandwidth or self.links:
+            raise ValueError("bandwidth and links are only for setups with prefill and "
+                             "decode instances")
+
+    def crosses_network(self) -> bool:
+        """Whether some prefill -> decode transfer uses a shared (network) link."""
+        return any(ids for row in self.links for ids in row)
 
     @property
     def mode(self) -> str:

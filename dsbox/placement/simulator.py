@@ -11,23 +11,31 @@ Flow of a request, by the runtime's own routing and handoff rules
 instance -> prefill step(s) -> first token. Disaggregated: the prefilled sequence is
 offered to the least loaded decode instance (``add_pending``); ``admit`` reserves its
 blocks when there is room (pull-based), the KV transfer takes ``prompt KV bytes / link
-bandwidth``, then ``mark_pulled`` on the decode side and ``release`` on the prefill side.
+bandwidth`` (a transfer over shared network links waits for the transfers before it on
+those links), then ``mark_pulled`` on the decode side and ``release`` on the prefill side.
 Decode steps follow until ``max_tokens``. Requests arriving at the same instant are all
 queued before any step starts, as the runtime queues a batch it receives at once.
 
 Pipeline parallelism follows the runtime (``Instance.submit_steps``): an instance submits
 its next step whenever its first stage is free, so several steps (micro-batches) are in
 flight; each is the output of ``schedule(now, busy, cap)`` with ``busy`` the sequences of
-the steps in flight and ``cap = decode_micro_batch_cap(num_running, pp)`` (prefill first,
-then a decode micro-batch of at most ``ceil(num_running / pp)`` sequences that are not
-busy). A step occupies each of the ``pp`` stages in turn for its share of the step time:
-``prefill_time / pp`` for prefill, and for decode the whole-model decode time of the
-micro-batch (the fit at pp = 1, coefficient set by the micro-batch size) divided by ``pp``.
+the steps in flight and ``cap = decode_micro_batch_cap(num_running, pp, decoding)``
+(prefill first, then a decode micro-batch of at most ``ceil(num_running / pp)`` sequences
+that are not busy, and none while ``pp`` decode micro-batches are in flight: a round over
+the running batch is ``pp`` micro-batches). A step occupies each of the ``pp`` stages in
+turn for its share of the step time: ``prefill_time / pp`` for prefill, and for decode the
+whole-model decode time of the micro-batch (the fit at pp = 1, coefficient set by the
+micro-batch size) divided by ``pp``.
 It leaves stage 0 after one stage time and, if no stage holds it up, ends after ``pp``.
-With ``pp = 1`` this is one step at a time.
+With ``pp = 1`` this is one step at a time. The runtime's own cost of a step (the
+profile's step overhead) is paid in stage 0's slot before the step's first stage.
 
 With an SLO the simulator counts requests that meet / miss it as they happen and, with
-``stop_early``, stops as soon as the attainment verdict is certain.
+``stop_early``, stops as soon as the attainment verdict is certain. A request counts as
+missing its SLO as soon as that is certain, not only when it ends: once it has waited
+past the TTFT target without a first token, or once its first token is more than
+``TPOT target x (output tokens - 1)`` ago while it still runs (its TPOT can only be
+larger), so an overloaded probe stops early.
 """
 
 from __future__ import annotations
@@ -60,7 +68,8 @@ class _Instance:
     """Runtime state of one simulated instance."""
 
     __slots__ = ("index", "spec", "sched", "latency", "decode_latency", "pp", "stage_busy",
-                 "num_in_flight", "busy_ids", "stage_free", "lazy", "role_index")
+                 "num_in_flight", "num_decoding", "busy_ids", "stage_free", "lazy",
+                 "role_index")
 
     def __init__(self, index: int, role_index: int, spec: SimInstance, fast: bool) -> None:
         self.index = index
@@ -77,7 +86,10 @@ class _Instance:
         self.pp = spec.latency.pp
         self.stage_busy = False        # stage 0 holds a step
         self.num_in_flight = 0         # steps not done yet
-        self.busy_ids: set[int] = set()  # sequences of the steps in flight (pp > 1 only)
+        self.num_decoding = 0          # decode steps (micro-batches) not done yet
+        # sequences of the scheduler outputs in flight (pp > 1 only; those of lazy groups
+        # in flight are the lazy path's own: see busy())
+        self.busy_ids: set[int] = set()
         self.stage_free = [0.0] * self.pp
         self.lazy = LazyDecode(self.sched) if fast and spec.role != "prefill" else None
 
@@ -85,9 +97,15 @@ class _Instance:
     def scheduler(self) -> Scheduler:  # what the routing rules read
         return self.sched
 
+    def busy(self) -> set[int]:
+        """Every sequence in a step in flight."""
+        if self.lazy is None or not self.lazy.num_busy:
+            return self.busy_ids
+        return self.busy_ids | self.lazy.in_flight_ids()
+
     def decode_cap(self) -> int | None:
         """The runtime's cap on a decode micro-batch (None without PP)."""
-        return decode_micro_batch_cap(self.sched.num_running, self.pp)
+        return decode_micro_batch_cap(self.sched.num_running, self.pp, self.num_decoding)
 
 
 class Simulator:
@@ -120,6 +138,7 @@ class Simulator:
         self.lifecycles: list[Lifecycle] = [Lifecycle(t) for t in trace.arrivals]
         self.seqs: dict[int, Sequence] = {}
         self.source: dict[int, _Instance] = {}  # seq id -> prefill instance holding its KV
+        self.link_free: dict[int, float] = {}  # shared link id -> when it is free next
         self.heap: list = []
         self.counter = 0
         self.num_met = 0
@@ -129,6 +148,10 @@ class Simulator:
         self.need_met = required_met(n, slo.attainment) if slo else 0
         self.stopped = False
         self.touched: set[_Instance] = set()  # instances given same-instant arrivals
+        # (time, seq id, what): past ``time`` the request's SLO is missed if it still has
+        # no first token (what 0) or is still running (what 1); only with stop_early
+        self.deadlines: list[tuple[float, int, int]] = []
+        self.doom = stop_early
 
     # --- event queue ---------------------------------------------------------------------
     def _push(self, time: float, kind: int, a, b=None) -> None:
@@ -142,8 +165,13 @@ class Simulator:
             self._push(trace.arrivals[0], _ARRIVAL, 0)
         now = 0.0
         heap = self.heap
+        deadlines = self.deadlines
         while heap and not self.stopped:
             now, _, kind, a, b = heapq.heappop(heap)
+            if deadlines and deadlines[0][0] < now:
+                self._expire(now)
+                if self.stopped:
+                    break
             if kind == _ARRIVAL:
                 if a + 1 < n:
                     self._push(trace.arrivals[a + 1], _ARRIVAL, a + 1)
@@ -171,8 +199,24 @@ class Simulator:
             self.stopped = True
 
     def _first_token(self, seq: Sequence) -> None:
-        if self.slo is not None and seq.lifecycle.ttft > self.slo.ttft:
+        if self.slo is None:
+            return
+        lc = seq.lifecycle
+        if lc.ttft > self.slo.ttft:
             self._violate(seq.seq_id)
+        elif self.doom and self.mode != "prefill-only" and seq.params.max_tokens > 1:
+            end = lc.token_times[0] + self.slo.tpot * (seq.params.max_tokens - 1)
+            heapq.heappush(self.deadlines, (end, seq.seq_id, 1))
+
+    def _expire(self, now: float) -> None:
+        """Count the requests whose deadline passed before ``now`` unmet as violations."""
+        deadlines = self.deadlines
+        lifecycles = self.lifecycles
+        while deadlines and deadlines[0][0] < now and not self.stopped:
+            _, i, what = heapq.heappop(deadlines)
+            lc = lifecycles[i]
+            if (not lc.token_times) if what == 0 else lc.finish is None:
+                self._violate(i)
 
     def _finished(self, seq: Sequence) -> None:
         """Judge a request at its end (phase-only runs judge their phase's metric only)."""
@@ -198,6 +242,8 @@ class Simulator:
         if self.mode == "decode-only":
             self._prefilled_at_arrival(seq, now)
             return
+        if self.doom:
+            heapq.heappush(self.deadlines, (now + self.slo.ttft, i, 0))
         inst = route_new(seq, self.entry, now)
         if i + 1 < len(trace) and trace.arrivals[i + 1] == now:
             self.touched.add(inst)  # the next request arrives now too: queue it first
@@ -234,7 +280,7 @@ class Simulator:
                 return
             lazy.detach_idle()
         while True:
-            out = sched.schedule(now, inst.busy_ids, inst.decode_cap())
+            out = sched.schedule(now, inst.busy(), inst.decode_cap())
             if out is None:
                 return
             if out.seqs:
@@ -246,21 +292,24 @@ class Simulator:
         """Put ``out`` (a scheduler output or a lazy group) through the pipeline."""
         pp = inst.pp
         if out.__class__ is SchedulerOutput:
+            context = sum(s.context_len for s in out.seqs)
             if out.phase is Phase.PREFILL:
                 lens = [s.num_new_tokens for s in out.seqs]
                 stage = inst.latency.prefill_stage_time(sum(lens), sum(x * x for x in lens))
             else:
-                context = sum(s.context_len for s in out.seqs)
                 stage = inst.decode_latency.decode_time(len(out.seqs), context) / pp
+                inst.num_decoding += 1
             if pp > 1:
                 inst.busy_ids.update([s.seq_id for s in out.seqs])
         else:
-            stage = inst.decode_latency.decode_time(out.batch_size, out.sum_context) / pp
-            if pp > 1:
-                inst.busy_ids.update(out.ids)
+            context = out.sum_context
+            stage = inst.decode_latency.decode_time(out.batch_size, context) / pp
+            inst.num_decoding += 1
         free = inst.stage_free
-        t = now
-        for s in range(pp):
+        # the runtime's own cost of the step comes first, in stage 0's slot
+        t = max(now, free[0]) + inst.latency.step_overhead(context) + stage
+        free[0] = t
+        for s in range(1, pp):
             t = max(t, free[s]) + stage
             free[s] = t
         inst.stage_busy = True
@@ -275,14 +324,15 @@ class Simulator:
         if inst.pp == 1:
             inst.stage_busy = False
         if out.__class__ is SchedulerOutput:
+            if out.phase is Phase.DECODE:
+                inst.num_decoding -= 1
             if inst.pp > 1:
                 inst.busy_ids.difference_update([s.seq_id for s in out.seqs])
             finished = inst.sched.on_step_done(out, [0] * len(out.seqs), now)
             if out.phase is Phase.PREFILL:
                 self._after_prefill(inst, out, now)
         else:
-            if inst.pp > 1:
-                inst.busy_ids.difference_update(out.ids)
+            inst.num_decoding -= 1
             finished = inst.lazy.complete(out, now)
         for seq in finished:
             self._finished(seq)
@@ -319,6 +369,7 @@ class Simulator:
             lc.finish = now
             self._finished(seq)
             return
+        self._first_token(seq)
         decode = offer_to_decode(seq, self.decoders, now)
         self._admit(decode, now)
         self._try_start(decode, now)
@@ -330,6 +381,8 @@ class Simulator:
         self._try_start(decode, now)
 
     def _admit(self, decode: _Instance, now: float) -> None:
+        if not decode.sched.pending:
+            return
         admitted = decode.sched.admit(now)
         if not admitted:
             return
@@ -339,9 +392,16 @@ class Simulator:
             if prefill is None:  # decode-only: the KV is already there
                 self._push(now, _TRANSFER_DONE, seq, decode)
                 continue
-            bandwidth = self.setup.bandwidth[prefill.role_index][decode.role_index]
-            self._push(now + seq.num_prompt_tokens * per_token / bandwidth, _TRANSFER_DONE,
-                       seq, decode)
+            p, d = prefill.role_index, decode.role_index
+            seconds = seq.num_prompt_tokens * per_token / self.setup.bandwidth[p][d]
+            links = self.setup.links[p][d] if self.setup.links else ()
+            if links:  # one transfer at a time on a shared link
+                free = self.link_free
+                start = max(now, *(free.get(k, 0.0) for k in links))
+                for k in links:
+                    free[k] = start + seconds
+                seconds += start - now
+            self._push(now + seconds, _TRANSFER_DONE, seq, decode)
 
     def _transfer_done(self, seq: Sequence, decode: _Instance, now: float) -> None:
         prefill = self.source.pop(seq.seq_id, None)

@@ -70,6 +70,18 @@ class RequestSample:
     def mean_prompt_sq(self) -> float:
         return float(np.mean(np.square(np.asarray(self.prompt_lens, dtype=np.float64))))
 
+    def batch_share(self, budget: int) -> float:
+        """Mean of ``min(1, prompt / budget)``."""
+        p = np.asarray(self.prompt_lens, dtype=np.float64)
+        return float(np.minimum(1.0, p / budget).mean())
+
+    def decode_moments(self) -> tuple[float, float]:
+        """Mean decode steps per request (``output - 1``) and mean sum over them of the
+        step's context (``prompt + j`` for ``j = 1 .. output - 1``)."""
+        p = np.asarray(self.prompt_lens, dtype=np.float64)
+        steps = np.asarray(self.output_lens, dtype=np.float64) - 1
+        return float(steps.mean()), float((steps * p + steps * (steps + 1) / 2).mean())
+
     def key(self) -> tuple:
         """A cheap identity for caches."""
         return (self.name, self.seed, len(self), sum(self.prompt_lens), sum(self.output_lens))

@@ -76,6 +76,22 @@ def test_reserve_grows_and_free_returns_everything():
     check_tables(bm)
 
 
+def test_grow_adds_the_block_reserve_would():
+    a, b = BlockManager(num_blocks=6, block_size=4), BlockManager(num_blocks=6, block_size=4)
+    for bm in (a, b):
+        bm.reserve(1, 4)
+        bm.reserve(2, 3)
+    a.reserve(1, 5)
+    a.reserve(2, 5)
+    b.grow([1, 2])
+    assert a.held_by() == b.held_by() == {1: 2, 2: 2}
+    assert a.block_table(1) == b.block_table(1) and a.block_table(2) == b.block_table(2)
+    with pytest.raises(MemoryError):
+        b.grow([1, 2, 1])
+    assert b.held_by() == {1: 2, 2: 2}  # a refused grow changes nothing
+    check_tables(b)
+
+
 def test_can_reserve_respects_keep_free_and_failure_changes_nothing():
     bm = BlockManager(num_blocks=4, block_size=4)
     bm.reserve(1, 8)

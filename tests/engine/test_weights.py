@@ -157,6 +157,19 @@ def test_lm_head_is_tied_to_embeddings(state, preln_ckpt, reference, tmp_path):
     assert_logits_match(tmp_path, reference)
 
 
+def test_float16_checkpoint_loads_as_float32(state, preln_ckpt, tmp_path):
+    """A checkpoint saved in float16 (like the bundled dsbox-chat) runs in float32 with the
+    logits transformers computes from the same file in float32."""
+    copy_config(preln_ckpt, tmp_path)
+    save_file({k: v.half() for k, v in state.items()}, str(tmp_path / "model.safetensors"))
+    with torch.no_grad():
+        hf16 = load_hf(tmp_path)
+        reference = [hf16(torch.tensor([p])).logits[0] for p in PROMPTS]
+    llm = LLM(model=str(tmp_path), dtype="float32", device="cpu", kv_cache_memory=SMALL_KV)
+    assert {p.dtype for p in llm.engine.model.parameters()} == {torch.float32}
+    assert_logits_match(tmp_path, reference)
+
+
 def test_hf_hub_cache_layout(preln_ckpt, no_models):
     """models--facebook--opt-125m/{blobs, refs/main, snapshots/<rev>/} with symlinked files,
     as huggingface_hub writes it; the folder's config.json gives the shapes."""
@@ -247,7 +260,7 @@ def test_missing_registry_model_names_the_paths_tried(no_models):
 
 
 def test_unknown_name_and_missing_directory(tmp_path):
-    with pytest.raises(ModelNotFoundError, match="known: opt-tiny"):
+    with pytest.raises(ModelNotFoundError, match="known: dsbox-chat, opt-tiny"):
         resolve_model("gpt-17")
     with pytest.raises(ModelNotFoundError, match=str(tmp_path / "nope")):
         resolve_model(str(tmp_path / "nope"))

@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 
 from dsbox.placement.latency import InstanceLatency
-from dsbox.placement.profile import StepFit, load_profile
+from dsbox.placement.profile import StepFit
+from dsbox.placement.profile_source import load_profile
 
 FIT = StepFit((20.0, 0.1, 1e-5), (10.0, 0.001, 0.5), (4.0, 0.002, 0.8), decode_threshold=8)
 

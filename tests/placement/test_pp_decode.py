@@ -1,10 +1,13 @@
-"""Pipeline parallelism in the simulator follows the runtime (``Instance.submit_steps``): up
-to ``pp`` steps in flight per instance, each ``schedule(now, busy, cap)`` with ``busy`` the
-sequences in flight and ``cap = max(1, ceil(num_running / pp))``; a step takes 1/pp of its
-whole-model time in each stage, leaves stage 0 after one stage time and ends after ``pp``."""
+"""Pipeline parallelism in the simulator follows the runtime (``Instance.submit_steps``): a
+step enters whenever stage 0 is free, each ``schedule(now, busy, cap)`` with ``busy`` the
+sequences in flight and ``cap = max(1, ceil(num_running / pp))``, or 0 while ``pp`` decode
+micro-batches are in flight; a step takes 1/pp of its whole-model time in each stage, leaves
+stage 0 after one stage time and ends after ``pp``. Under Poisson arrivals a round over the
+running batch is ``pp`` micro-batches."""
 
 from __future__ import annotations
 
+import bisect
 import statistics
 
 import pytest
@@ -103,18 +106,22 @@ class _Checked(Simulator):
     def _checked_schedule(self, inst, schedule):
         def wrapped(now, busy=(), max_decode_seqs=None):
             assert set(busy) == self._in_flight_ids(inst)
+            decoding = sum(_is_decode(out) for out in self.flights[inst.index])
             expected = None if inst.pp == 1 else max(1, -(-inst.sched.num_running // inst.pp))
+            if inst.pp > 1 and decoding >= inst.pp:
+                expected = 0  # pp decode micro-batches in flight: none more
             assert max_decode_seqs == expected
             out = schedule(now, busy, max_decode_seqs)
             if out is not None and out.phase is Phase.DECODE:
-                assert len(out.seqs) <= (expected or len(out.seqs))
+                assert expected != 0 or not out.seqs
+                assert len(out.seqs) <= (len(out.seqs) if expected is None else expected)
                 assert not {s.seq_id for s in out.seqs} & set(busy)
             return out
         return wrapped
 
     def _start(self, inst, now, out) -> None:
         assert not inst.stage_busy  # the runtime's rule: a step enters a free stage 0
-        if not isinstance(out, SchedulerOutput) or out.phase is Phase.DECODE:
+        if _is_decode(out):
             self.decode_steps += 1
             self.lazy_steps += isinstance(out, Group)
             assert not set(_ids(out)) & self._in_flight_ids(inst)
@@ -123,11 +130,15 @@ class _Checked(Simulator):
                                              len(self.flights[inst.index]))
         super()._start(inst, now, out)
         if inst.pp > 1:
-            assert inst.busy_ids == self._in_flight_ids(inst)
+            assert inst.busy() == self._in_flight_ids(inst)
 
     def _step_done(self, inst, out, now) -> None:
         self.flights[inst.index].remove(out)
         super()._step_done(inst, out, now)
+
+
+def _is_decode(out) -> bool:
+    return not isinstance(out, SchedulerOutput) or out.phase is Phase.DECODE
 
 
 def _ids(out) -> list[int]:
@@ -163,3 +174,38 @@ def test_steps_follow_the_runtime_rule(case, fast):
         assert sim.lazy_steps >= 0.9 * sim.decode_steps
     else:
         assert sim.lazy_steps == 0
+
+
+def micro_batches_per_round(lifecycles, start: float, end: float) -> float:
+    """Mean number of decode steps that end between two consecutive tokens of a sequence
+    (its own step included), over the gaps that begin in ``[start, end)``. Every decode
+    step stamps its sequences' tokens with its end time, so the distinct decode token
+    times are the step ends."""
+    ends = sorted({t for lc in lifecycles for t in lc.token_times[1:]})
+    counts = []
+    for lc in lifecycles:
+        times = lc.token_times
+        for k in range(1, len(times) - 1):
+            if start <= times[k] < end:
+                counts.append(bisect.bisect_right(ends, times[k + 1])
+                              - bisect.bisect_right(ends, times[k]))
+    return statistics.fmean(counts)
+
+
+@pytest.mark.parametrize("pp", [2, 4])
+@pytest.mark.parametrize("fast", [True, False])
+def test_poisson_arrivals_make_pp_micro_batches_per_round(pp, fast):
+    """A decode instance under Poisson arrivals (a batch of ~40 sequences that keeps
+    changing): newcomers wait for a micro-batch to come back instead of forming extra
+    ones, so each round over the batch is ``pp`` micro-batches (each paying the fixed
+    cost of a step), not ~1.45 pp as when every free stage 0 took the sequences left."""
+    setup = make_setup(num_prefill=0, decode={"pp": pp})
+    trace = make_trace(1200, rate=30.0, mean_prompt=300, mean_output=60)
+    result = simulate(setup, trace, fast=fast)
+    assert all(lc.finish is not None for lc in result.lifecycles)
+    mid = trace.arrivals[len(trace) // 5], trace.arrivals[4 * len(trace) // 5]
+    batch = statistics.fmean(len([lc for lc in result.lifecycles
+                                  if lc.arrival <= t < lc.finish])
+                             for t in (mid[0], (mid[0] + mid[1]) / 2, mid[1]))
+    assert batch > 4 * pp  # a batch large enough to split into pp micro-batches
+    assert micro_batches_per_round(result.lifecycles, *mid) == pytest.approx(pp, rel=0.03)

@@ -7,13 +7,8 @@ import json
 import pytest
 
 from dsbox.config.model_spec import get_model_spec
-from dsbox.placement.profile import (
-    LatencyProfile,
-    StepFit,
-    builtin_profiles,
-    detect_token_budget,
-    load_profile,
-)
+from dsbox.placement.profile import LatencyProfile, StepFit, detect_token_budget
+from dsbox.placement.profile_source import builtin_profiles, load_profile
 
 
 def test_builtin_a100_carries_distserve_fits():
@@ -93,10 +88,26 @@ def test_bad_files(tmp_path, mutate, message):
         LatencyProfile.load(path)
 
 
-def test_unknown_profile_and_model():
-    with pytest.raises(ValueError, match="unknown profile"):
-        load_profile("h100-fantasy", "opt-13b")
-    with pytest.raises(ValueError, match="has no opt-175b"):
-        load_profile("a100-80g", "opt-175b")
+def test_unknown_profile_lists_the_profiles_there_are(tmp_path):
+    for name in ("h100-fantasy", tmp_path):
+        with pytest.raises(ValueError) as err:
+            load_profile(name, "opt-13b")
+        message = str(err.value)
+        assert "a100-80g (opt-13b, opt-66b)" in message  # measured
+        assert "h100" in message and "l40s" in message  # derived for any model
+        assert "dsbox profile" in message
     with pytest.raises(ValueError, match="no fit for tp=8"):
         load_profile("a100-80g", "opt-13b").fit(8)
+
+
+def test_step_overhead_round_trips_and_defaults_to_zero(tmp_path):
+    p = load_profile("a100-80g", "opt-13b")
+    assert p.step_overhead_ms == 0.0 and p.step_overhead_ms_per_token == 0.0
+    p.step_overhead_ms, p.step_overhead_ms_per_token = 2.0, 1e-4
+    p.save(tmp_path / "p.json")
+    q = LatencyProfile.load(tmp_path / "p.json")
+    assert (q.step_overhead_ms, q.step_overhead_ms_per_token) == (2.0, 1e-4)
+    data = p.to_dict()
+    data["step_overhead_ms"] = -1
+    with pytest.raises(ValueError, match="overheads"):
+        LatencyProfile.from_dict(data)

@@ -4,15 +4,20 @@ from __future__ import annotations
 
 import pytest
 
-from dsbox.config.placement import InstanceSpec, layer_nodes
+from dsbox.config.model_spec import get_model_spec
+from dsbox.config.placement import InstanceSpec, Placement, layer_nodes
 from dsbox.config.slo import SLO
-from dsbox.placement.alg_high import replicas
-from dsbox.placement.alg_low import enumerate_units
+from dsbox.placement.alg_high import phase_floor, plan_high, replicas
+from dsbox.placement.alg_low import enumerate_units, plan_low
+from dsbox.placement.capacity import rate_upper_bound
 from dsbox.placement.cluster import ClusterSpec
 from dsbox.placement.goodput import SearchSettings
 from dsbox.placement.layout import first_fit
 from dsbox.placement.plan import make_context, plan_search
-from dsbox.placement.workload import synthetic_lengths
+from dsbox.placement.profile_source import load_profile
+from dsbox.placement.sim_setup import build_setup
+from dsbox.placement.simulator import simulate
+from dsbox.placement.workload import sample_requests, synthetic_lengths
 
 FAST = SearchSettings(num_requests=800, min_requests=100, window=30.0, tolerance=0.05)
 SHAREGPT_LIKE = synthetic_lengths(755, 200, n=3000, seed=0)
@@ -117,3 +122,74 @@ def test_first_fit_keeps_instances_inside_nodes():
     assert big.instances[0].devices == (0, 1, 2, 3, 4, 5)
     with pytest.raises(ValueError, match="does not fit"):
         first_fit([InstanceSpec("colocated", 4, 2)] * 2, cluster)
+
+
+def test_kv_routes_over_nvlink_or_the_shared_network():
+    """Aligned layers copy over NVLink; the share of the layers that change node goes over
+    the network and occupies the links out of and into those nodes."""
+    spec = get_model_spec("opt-13b")
+    cluster = ClusterSpec(2, 4, network_bandwidth=1e9)
+    profile = load_profile("a100-80g", "opt-13b")
+
+    def route(text):
+        setup = build_setup(Placement.parse(text), spec, profile, cluster)
+        return setup.bandwidth[0][0], setup.links[0][0] if setup.links else ()
+
+    assert route("prefill:tp=2,pp=2@0,1,4,5;decode:tp=2,pp=2@2,3,6,7") == (
+        cluster.nvlink_bandwidth * 4, ())
+    assert route("prefill:tp=4@0-3;decode:tp=4@4-7") == (1e9, (0, 3))
+    # decode stage 0 (layers 0-19) on node 0 beside the prefill, stage 1 on node 1
+    assert route("prefill:tp=2@0,1;decode:tp=1,pp=2@2,4") == (2e9, (0, 3))
+
+
+@pytest.mark.parametrize("gbps", [25.0, 1.0])
+def test_alg1_never_answers_worse_than_alg2(gbps):
+    """Across nodes on a slow network Alg. 1 starts from Alg. 2's answer (KV inside
+    nodes), so it never answers worse; a layout sending KV over a 1 Gbps link cannot
+    win."""
+    cluster = ClusterSpec.parse("2x8", network_bandwidth=gbps * 1e9 / 8)
+    ctx = make_context("opt-66b", cluster, "chatbot-66b", "sharegpt-like",
+                       lengths=SHAREGPT_LIKE, settings=FAST)
+    low = plan_low(ctx)
+    high = plan_high(ctx, start=low)
+    assert low.goodput_per_gpu > 0
+    assert high.goodput_per_gpu >= low.goodput_per_gpu
+    _check_valid(high, ctx)
+    if gbps < 2:
+        assert not ctx.setup(high.unit).crosses_network()
+
+
+def _throughput(setup, rate, n=400):
+    sample = sample_requests(SHAREGPT_LIKE, n, seed=3)
+    result = simulate(setup, sample.at_rate(rate))
+    done = [lc for lc in result.lifecycles if lc.finish is not None]
+    return len(done) / (max(lc.finish for lc in done) - min(lc.arrival for lc in done))
+
+
+@pytest.mark.parametrize("text, gbps", [
+    ("prefill:tp=1;decode:tp=1", 25.0),
+    ("prefill:tp=1,pp=2*2;decode:tp=2,pp=2", 25.0),
+    ("colocated:tp=2,pp=2", 25.0),
+    ("prefill:tp=4@0-3;decode:tp=4@4-7", 5.0),  # KV over the network between 2 nodes
+])
+def test_rate_upper_bound_is_an_upper_bound(text, gbps):
+    """Offered three times its bound, a setup completes requests no faster than the bound
+    (step times' marginal costs over pp stages; the shared node links for KV)."""
+    spec = get_model_spec("opt-13b")
+    cluster = ClusterSpec(2, 4, network_bandwidth=gbps * 1e9 / 8)
+    setup = build_setup(Placement.parse(text), spec, load_profile("a100-80g", "opt-13b"),
+                        cluster)
+    sample = sample_requests(SHAREGPT_LIKE, 400, seed=3)
+    bound = rate_upper_bound(setup, sample)
+    assert 0 < bound < float("inf")
+    measured = _throughput(setup, 3 * bound)
+    assert measured <= bound * 1.02
+    assert measured >= 0.3 * bound  # and it is not a vacuous bound
+
+
+def test_phase_floor_is_the_harmonic_bound():
+    """A pairing's GPUs split between its phases: with phase goodputs x and y per GPU it
+    serves at most 1/(1/x + 1/y) per GPU, so beating 1 with y = 2 needs x >= 2."""
+    assert phase_floor(1.0, 2.0) == pytest.approx(2.0)
+    assert 1 / (1 / phase_floor(1.0, 3.0) + 1 / 3.0) == pytest.approx(1.0)
+    assert phase_floor(1.0, 1.0) == float("inf") and phase_floor(0.0, 1.0) == 0.0

@@ -156,3 +156,44 @@ def test_instance_validation():
         SimSetup((make_instance("prefill"), make_instance("decode")), KV_BYTES)
     with pytest.raises(ValueError, match="mix"):
         SimSetup((make_instance("prefill"), make_instance("colocated")))
+
+
+@pytest.mark.parametrize("pp", [1, 2])
+@pytest.mark.parametrize("fast", [True, False])
+def test_step_overhead_is_paid_by_every_step(pp, fast):
+    """One request alone on a prefill and a decode instance: every step takes the
+    runtime's overhead (2 ms + 1e-3 ms per context token) on top of the model's time, once
+    per step whatever the PP (it is paid in stage 0's slot)."""
+    over = {"overhead_ms": 2.0, "overhead_ms_per_token": 1e-3}
+    lat = InstanceLatency(1, pp, FIT, **over)
+    insts = tuple(SimInstance(role, lat, 4000) for role in ("prefill", "decode"))
+    setup = SimSetup(insts, KV_BYTES, ((1e30,),))
+    prompt, output = 300, 6
+    (lc,) = simulate(setup, SimTrace((0.0,), (prompt,), (output,)), fast=fast).lifecycles
+    whole = InstanceLatency(1, 1, FIT)
+    assert lc.ttft == pytest.approx(whole.prefill_time(prompt, prompt**2)
+                                    + (2.0 + 1e-3 * prompt) * 1e-3)
+    for k in range(1, output):
+        context = prompt + k
+        gap = lc.token_times[k] - lc.token_times[k - 1]
+        expected = whole.decode_time(1, context) + (2.0 + 1e-3 * context) * 1e-3
+        assert gap == pytest.approx(expected, rel=1e-9)
+
+
+@pytest.mark.parametrize("shared", [False, True])
+def test_transfers_over_a_shared_link_take_turns(shared):
+    """Two prompts prefilled at once on two prefill instances move their KV to one decode
+    instance at the same time: over links of their own both arrive after ``bytes /
+    bandwidth``; over one shared network link the second waits for the first."""
+    prompt, bw = 200, 1e9
+    inst = [make_instance("prefill"), make_instance("prefill"), make_instance("decode")]
+    links = (((7,),), ((7,),)) if shared else ()
+    setup = SimSetup(tuple(inst), KV_BYTES, ((bw,), (bw,)), links)
+    trace = SimTrace((0.0, 0.0), (prompt, prompt), (3, 3))
+    a, b = simulate(setup, trace).lifecycles
+    one = prompt * KV_BYTES / bw
+    assert a.transfer_start == b.transfer_start == a.prefill_end == b.prefill_end
+    assert a.transfer_end - a.transfer_start == pytest.approx(one)
+    assert b.transfer_end - b.transfer_start == pytest.approx(2 * one if shared else one)
+    with pytest.raises(ValueError, match="links"):
+        SimSetup(tuple(inst), KV_BYTES, ((bw,), (bw,)), (((1,), (2,)),))

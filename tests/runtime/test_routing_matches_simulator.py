@@ -16,7 +16,7 @@ from dsbox.client import open_engine
 from dsbox.config import EngineConfig, get_model_spec
 from dsbox.config.placement import Placement
 from dsbox.placement.cluster import ClusterSpec
-from dsbox.placement.profile import load_profile
+from dsbox.placement.profile_source import load_profile
 from dsbox.placement.sim_setup import build_setup
 from dsbox.placement.simulator import simulate
 from dsbox.workloads.trace import Trace

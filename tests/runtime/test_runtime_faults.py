@@ -36,7 +36,7 @@ def _wait(pred, timeout: float) -> bool:
 def _in_flight(ctl: Engine, rng: random.Random) -> list[int]:
     """Ids in a KV pull or a prefill step right now (read racily from the test thread)."""
     picked = []
-    pulls = [p.seq.seq_id for p in list(ctl._pulls.values())]
+    pulls = [p.seq.seq_id for p in list(ctl.flow.pulls.values())]
     if pulls and rng.random() < 0.5:
         picked.append(rng.choice(pulls))
     steps = [s.seq_id for out in list(ctl.instances[0].in_flight.values()) for s in out.seqs]

@@ -73,6 +73,16 @@ class BlockManager:
             table.extend(reversed(taken))
         return table
 
+    def grow(self, seq_ids) -> None:
+        """Add one block to the table of each of ``seq_ids`` (each already holds one):
+        what ``reserve`` does for a sequence whose next token starts a new block."""
+        free, tables = self._free, self._tables
+        if len(seq_ids) > len(free):
+            raise MemoryError(f"KV cache out of blocks: {len(seq_ids)} needed, "
+                              f"{len(free)} free of {self.num_blocks}")
+        for seq_id in seq_ids:
+            tables[seq_id].append(free.pop())
+
     def free(self, seq_id: int) -> int:
         """Return all blocks of ``seq_id`` to the pool; returns how many (0 if none held)."""
         table = self._tables.pop(seq_id, None)

@@ -40,12 +40,24 @@ class SchedulerConfig:
             raise ValueError("max_num_seqs must be >= 1")
 
 
-def decode_micro_batch_cap(num_running: int, pp: int) -> int | None:
-    """An instance submits its next step whenever its first pipeline stage is free, so with
-    ``pp`` stages several steps are in flight; its running sequences split into ``pp``
-    decode micro-batches: the cap on one (None without PP). The runtime and the simulator
-    both follow this rule."""
-    return None if pp == 1 else max(1, -(-num_running // pp))
+def decode_micro_batch_cap(num_running: int, pp: int, decode_in_flight: int = 0
+                           ) -> int | None:
+    """The most sequences the next decode step may take (None: no limit, without PP).
+
+    An instance submits its next step whenever its first pipeline stage is free, so with
+    ``pp`` stages several steps are in flight. Its running sequences go round the pipeline
+    as ``pp`` decode micro-batches of at most ``ceil(num_running / pp)`` sequences each,
+    and a new decode micro-batch starts only while fewer than ``pp`` are in flight
+    (``decode_in_flight``; prefill steps do not count): sequences that join the running
+    batch wait for a micro-batch to come back and join it instead of forming an extra
+    one, so a round over the batch is ``pp`` micro-batches and pays the per-step cost
+    ``pp`` times. 0 means no decode step now. The runtime and the simulator both follow
+    this rule."""
+    if pp == 1:
+        return None
+    if decode_in_flight >= pp:
+        return 0
+    return max(1, -(-num_running // pp))
 
 
 class Phase(enum.Enum):
@@ -121,7 +133,7 @@ class Scheduler:
         """The next step, or None when there is nothing to run. ``busy`` sequences are in a
         step still in flight (pipeline parallelism keeps several micro-batches in flight):
         they are neither scheduled nor preempted; ``max_decode_seqs`` caps a decode
-        micro-batch."""
+        micro-batch (0: no decode step now, see :func:`decode_micro_batch_cap`)."""
         out = self.schedule_prefill(now)
         if out is None:
             out = self._schedule_decode(now, busy, max_decode_seqs)

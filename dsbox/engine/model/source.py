@@ -2,8 +2,10 @@
 
 Order: an existing local directory; the dsbox models directory (``$DSBOX_MODELS`` or
 ``~/.cache/dsbox/models``); the HF hub cache layout on disk (``$HF_HUB_CACHE``,
-``$HF_HOME/hub`` or ``~/.cache/huggingface/hub``). Nothing is ever downloaded. The bundled
-default model needs no files: random weights (seed 0) and the bundled tokenizer.
+``$HF_HOME/hub`` or ``~/.cache/huggingface/hub``). Nothing is ever downloaded. A bundled
+registry model is either a checkpoint shipped inside the package (a ``path`` entry, like the
+default ``dsbox-chat``) or needs no files at all (``opt-tiny``: random weights, seed 0, and
+the bundled tokenizer).
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ class ModelNotFoundError(FileNotFoundError):
 @dataclass(frozen=True, slots=True)
 class ModelSource:
     spec: ModelSpec
-    weights_dir: Path | None     # None: random weights (bundled model or dummy_weights)
+    weights_dir: Path | None     # None: random weights (opt-tiny or dummy_weights)
     tokenizer_dir: Path | None   # None: the bundled GPT-2 BPE tokenizer
     where: str                   # human-readable origin, for `dsbox models` and logs
 
@@ -71,15 +73,18 @@ def _from_dir(path: Path, where: str, registry: ModelSpec | None = None) -> Mode
     spec = ModelSpec.from_hf_dir(path)
     if registry is not None:
         spec = replace(spec, name=registry.name, hf_repo=registry.hf_repo,
-                       description=registry.description)
+                       description=registry.description, bundled=registry.bundled,
+                       path=registry.path)
     return ModelSource(spec, path, path if _has_tokenizer(path) else None, where)
 
 
 def candidate_paths(name: str) -> list[Path]:
     """Where a registry model's weights are looked for, in order."""
     key = name.lower().removeprefix("facebook/")
-    paths = [models_dir() / key]
     spec = load_registry().get(key)
+    if spec is not None and spec.bundled_dir is not None:
+        return [spec.bundled_dir]
+    paths = [models_dir() / key]
     if spec is not None and spec.hf_repo:
         paths.append(_hub_snapshot(spec.hf_repo)[1])
     return paths
@@ -99,6 +104,8 @@ def resolve_model(name: str, dummy_weights: bool = False) -> ModelSource:
         raise ModelNotFoundError(
             f"{name!r} is neither a checkpoint directory nor a known model ({exc.args[0]})"
         ) from None
+    if spec.bundled_dir is not None:
+        return _from_dir(spec.bundled_dir, f"bundled checkpoint {spec.bundled_dir}", spec)
     if spec.bundled:
         return ModelSource(spec, None, None, "bundled (random weights, seed 0)")
     local = models_dir() / spec.name

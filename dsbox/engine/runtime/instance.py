@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from dsbox.engine.core.block_manager import BlockManager
 from dsbox.engine.core.scheduler import (
     DecodeScheduler,
+    Phase,
     PrefillScheduler,
     Scheduler,
     SchedulerConfig,
@@ -69,11 +70,13 @@ class Instance:
 
     def submit_steps(self, now: float) -> int:
         """Send the next step when the first pipeline stage is free (with PP, several
-        micro-batches are then in flight, one per stage); returns how many were sent."""
+        micro-batches are then in flight, one per stage; at most ``pp`` decode ones, see
+        ``decode_micro_batch_cap``); returns how many were sent."""
         sched = self.scheduler
         if not self.healthy or self.stage0_busy:
             return 0
-        cap = decode_micro_batch_cap(sched.num_running, self.pp)
+        decoding = sum(out.phase is Phase.DECODE for out in self.in_flight.values())
+        cap = decode_micro_batch_cap(sched.num_running, self.pp, decoding)
         busy = self.busy_seq_ids() if self.in_flight else ()
         out = sched.schedule(now, busy, cap)
         if out is None or not out.seqs:

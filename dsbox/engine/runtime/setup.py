@@ -22,6 +22,7 @@ from dsbox.engine.model.source import ModelSource, resolve_model
 from dsbox.engine.model.tokenizer import Tokenizer, bundled_tokenizer, load_tokenizer
 from dsbox.engine.runtime.device_worker import WorkerSpec
 from dsbox.engine.runtime.launch import InstancePlan
+from dsbox.kernels import INTERPRETER_REQUESTED
 
 logger = logging.getLogger("dsbox")
 
@@ -138,11 +139,12 @@ def resolve_setup(config: EngineConfig) -> EngineSetup:
     if max_len > spec.max_position_embeddings:
         raise ValueError(f"max_model_len {max_len} exceeds {spec.name}'s "
                          f"{spec.max_position_embeddings} positions")
-    if (config.attention_backend == "triton" and device.type != "cuda"
-            and os.environ.get("TRITON_INTERPRET") != "1"):
+    if config.attention_backend == "triton" and device.type != "cuda" \
+            and not INTERPRETER_REQUESTED:
         raise ValueError("attention_backend triton needs a CUDA GPU (on the CPU the kernels "
-                         "run only under Triton's interpreter, TRITON_INTERPRET=1, as the "
-                         "tests do); use attention_backend torch")
+                         "run only under Triton's slow interpreter: start with "
+                         "TRITON_INTERPRET=1 to ask for it, as the tests do); use "
+                         "attention_backend torch")
     placement = Placement.parse(config.placement or "colocated:tp=1").assigned()
     instances = placement.expanded()
     for inst in instances:
