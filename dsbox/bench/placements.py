@@ -2,7 +2,8 @@
 ``--compare colocated`` the colocated placement of the same device count beside each.
 
 ``auto`` is :func:`dsbox.cli.placement_choice.choose_placement`'s choice for this machine,
-the one ``dsbox run`` and ``dsbox serve`` make.
+the one ``dsbox run`` and ``dsbox serve`` make (the planner's on a profile of this machine,
+else the default rule).
 """
 
 from __future__ import annotations
@@ -40,9 +41,11 @@ def colocated_twin(text: str) -> str | None:
 
 
 def bench_placements(texts: Sequence[str], spec: ModelSpec, devices: Devices,
-                     compare: str | None = None) -> list[BenchPlacement]:
-    """The placements to run, in order, without duplicates. ValueError for a malformed
-    placement or an unknown ``compare``."""
+                     compare: str | None = None, *, slo=None,
+                     profile: str | None = None) -> list[BenchPlacement]:
+    """The placements to run, in order, without duplicates (``auto`` plans for ``slo`` on
+    ``profile`` when given). ValueError for a malformed placement or an unknown
+    ``compare``."""
     from dsbox.cli.placement_choice import choose_placement
 
     if compare is not None and compare not in COMPARE_CHOICES:
@@ -50,7 +53,7 @@ def bench_placements(texts: Sequence[str], spec: ModelSpec, devices: Devices,
                          f"got {compare!r}")
     out: dict[str, BenchPlacement] = {}
     for text in texts or ["auto"]:
-        choice = choose_placement(text, spec, devices)
+        choice = choose_placement(text, spec, devices, slo=slo, profile=profile)
         canonical = Placement.parse(choice.placement).format(with_devices=False)
         out.setdefault(canonical, BenchPlacement(canonical, choice.rule))
         if compare == "colocated":

@@ -1,9 +1,11 @@
 """The latency profile the simulator runs on.
 
-``--profile`` names one (a built-in such as ``a100-80g``, a file, or a directory of
-``<model>.json``). Without it the bench uses this machine's profile of the model where
-``dsbox profile`` writes it by default, ``profiles/<device>/<model>.json``, and measures one
-there first (``dsbox profile``'s quick grid, one torch thread) when there is none.
+``--profile`` names one (a file, a directory of ``<model>.json``, a built-in such as
+``a100-80g``, or a GPU of the planner's table for a derived profile: see
+:mod:`dsbox.placement.profile_source`). Without it the bench uses this machine's profile of
+the model, ``profiles/<device>/<model>.json`` (where ``--placement auto`` looks too), and
+measures one there first (``dsbox profile``'s quick grid, one torch thread) when there is
+none.
 """
 
 from __future__ import annotations
@@ -11,17 +13,17 @@ from __future__ import annotations
 from collections.abc import Callable
 from pathlib import Path
 
-from dsbox.placement.profile import LatencyProfile, load_profile
+from dsbox.placement.profile import LatencyProfile
+from dsbox.placement.profile_source import load_profile
 
 PROFILE_DIR = Path("profiles")
 
 
 def machine_device_slug() -> str:
-    """This machine's device kind as ``dsbox profile`` names it (``cpu`` without a GPU)."""
+    """This machine's device kind as profiles are filed (``cpu`` without a GPU)."""
     from dsbox.devices import discover_devices
-    from dsbox.placement.profiler import device_slug
 
-    return device_slug(discover_devices().name)
+    return discover_devices().profile_key
 
 
 def default_profile_path(model: str) -> Path:

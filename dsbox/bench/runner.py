@@ -167,6 +167,9 @@ class BenchRunner:
         result.num_requests = (len(workload.recorded) if workload.recorded is not None
                                else workload.num_requests)
         result.seed = workload.seed
+        if workload.num_left_out:
+            result.notes.append(f"{workload.num_left_out} of the workload's requests are longer "
+                                "than the model's context and were left out of the draw")
         return result
 
     def _run_placement(self, placement: BenchPlacement, result: BenchResult) -> None:

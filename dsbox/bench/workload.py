@@ -5,6 +5,9 @@ tokenizer, prompt texts kept for real runs) and gives them Poisson arrivals with
 Every rate sees the same requests in the same order and the same arrival pattern scaled to
 the rate (common random numbers), so attainment against rate is not blurred by the draw.
 ``--trace PATH`` replays a recorded trace exactly (with ``--rates``: scaled to each rate).
+Workload requests longer than the model's context (prompt + output > ``max_model_len``) are
+left out of the draw, as DistServe leaves out ShareGPT requests past OPT's 2048 positions;
+a recorded trace is replayed as it is (a request that does not fit is an error).
 
 Each request generates exactly its output length (``ignore_eos``). A request with only a
 length (a CSV trace) is sent as that many token ids.
@@ -31,6 +34,7 @@ class BenchWorkload:
     recorded: Trace | None = None
     num_requests: int = 100
     seed: int = 0
+    num_left_out: int = 0              # workload requests longer than the model's context
 
     def __post_init__(self) -> None:
         if self.recorded is None and not self.requests:
@@ -62,17 +66,24 @@ class BenchWorkload:
 
 
 def load_bench_workload(workload: str | None, trace: Path | None, tokenizer, *,
-                        num_requests: int = 100, seed: int = 0,
-                        with_text: bool = True) -> BenchWorkload:
-    """The workload (``load_workload`` with ``tokenizer``) or the recorded trace (JSONL
-    prompts given as text are counted with ``tokenizer``). Raises ValueError (an unknown
-    workload, a malformed trace) or MissingDataPackageError."""
+                        num_requests: int = 100, seed: int = 0, with_text: bool = True,
+                        max_model_len: int | None = None) -> BenchWorkload:
+    """The workload (``load_workload`` with ``tokenizer``; requests past ``max_model_len``
+    left out) or the recorded trace (JSONL prompts given as text are counted with
+    ``tokenizer``). Raises ValueError (an unknown workload, a malformed trace, no request
+    that fits) or MissingDataPackageError."""
     if trace is not None:
         return BenchWorkload(str(trace), recorded=Trace.read(trace, tokenizer),
                              num_requests=num_requests, seed=seed)
     name = workload or "sharegpt"
-    requests = tuple(load_workload(name, tokenizer, with_text=with_text))
-    return BenchWorkload(name, requests, num_requests=num_requests, seed=seed)
+    every = load_workload(name, tokenizer, with_text=with_text)
+    fits = tuple(r for r in every
+                 if max_model_len is None or r.num_total_tokens <= max_model_len)
+    if not fits:
+        raise ValueError(f"no request of workload {name!r} fits the model's {max_model_len} "
+                         "positions")
+    return BenchWorkload(name, fits, num_requests=num_requests, seed=seed,
+                         num_left_out=len(every) - len(fits))
 
 
 def synthetic_prompt(length: int, index: int, bos: int, vocab_size: int) -> list[int]:

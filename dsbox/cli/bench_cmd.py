@@ -175,26 +175,29 @@ def bench(
             raise ValueError("--compare needs the engine here or the simulator; an endpoint "
                              "runs one placement")
         target_slo = resolve_slo(spec, slo, ttft, tpot, slo_scale, attainment)
+        max_len = engine_kwargs.get("max_model_len") or spec.max_position_embeddings
         try:  # bad input fails here, before any engine starts (lengths only: fast)
             checked = load_bench_workload(workload, trace, bundled_tokenizer(),
                                           num_requests=num_requests, seed=seed,
-                                          with_text=False)
+                                          with_text=False, max_model_len=max_len)
         except MissingDataPackageError as exc:
             raise fail(str(exc)) from None
-        devices = discover_devices(engine_kwargs.get("device", "auto"))
-        placements = bench_placements(placement or [], spec, devices, compare)
-        if endpoint and len(placements) > 1:
-            raise ValueError("an endpoint runs one placement; give one --placement")
         if not (endpoint or simulate or real is not False):
             raise ValueError("--no-real without --simulate or --endpoint runs nothing")
         prof = where = None
         if simulate:
             prof, where = _profile(profile, model, spec, engine_kwargs, err)
             prof.engine(engine_fit)  # ValueError naming the fits it has
+        here = prof is not None and prof.device == machine_device_slug()
         if endpoint:
             real = False
         elif real is None:
-            real = not simulate or profile is None or prof.device == machine_device_slug()
+            real = not simulate or profile is None or here
+        devices = discover_devices(engine_kwargs.get("device", "auto"))
+        placements = bench_placements(placement or [], spec, devices, compare,
+                                      slo=target_slo, profile=where if here else None)
+        if endpoint and len(placements) > 1:
+            raise ValueError("an endpoint runs one placement; give one --placement")
         plan = BenchPlan(model=model, spec=spec, placements=placements, rates=rate_list,
                          slo=target_slo, engine_kwargs=dict(engine_kwargs, seed=seed),
                          real=bool(real), endpoint=endpoint, served_model=served_model,
@@ -205,7 +208,8 @@ def bench(
         if tokenizer is None and not with_text:
             return checked
         return load_bench_workload(workload, trace, tokenizer or bundled_tokenizer(),
-                                   num_requests=num_requests, seed=seed, with_text=with_text)
+                                   num_requests=num_requests, seed=seed, with_text=with_text,
+                                   max_model_len=max_len)
 
     err.print(f"[bold]{spec.name}[/]: {', '.join(p.text for p in placements)}; SLO "
               f"{target_slo.describe()}")

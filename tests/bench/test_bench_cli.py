@@ -115,7 +115,9 @@ def test_cpu_run_real_beside_simulated_with_colocated(env, cpu_profile_dir):
     """The acceptance run, small: sharegpt, two rates, --compare colocated, --simulate."""
     cwd = cpu_profile_dir
     # seed 29 draws three short ShareGPT requests (24, 30 and 21 output tokens): fast
-    proc = bench(["--workload", "sharegpt", "--rates", "2,4", "--num-requests", "3",
+    proc = bench(["--model", "opt-tiny", "--placement", DISAGG, "--workload", "sharegpt",
+                  "--rates", "2,4",
+                  "--num-requests", "3",
                   "--seed", "29", "--compare", "colocated", "--simulate",
                   "--goodput-probes", "0", "--json", "out.json", "--plots", "plots"],
                  env, cwd, timeout=420)
@@ -159,7 +161,8 @@ def endpoint():
 def test_endpoint_streams_and_stamps_each_token(env, tmp_path, endpoint):
     from dsbox.workloads import load_workload
 
-    proc = bench(["--endpoint", endpoint.url, "--workload", "humaneval", "--rates", "4",
+    proc = bench(["--endpoint", endpoint.url, "--model", "opt-tiny", "--workload", "humaneval",
+                  "--rates", "4",
                   "--num-requests", "4", "--seed", "5", "--goodput-probes", "0",
                   "--json", "out.json", "--plots", "plots"], env, tmp_path)
     data = json.loads((tmp_path / "out.json").read_text())

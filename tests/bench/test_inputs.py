@@ -106,3 +106,14 @@ def test_prompts_have_their_lengths():
     check_fits(trace, 5)
     with pytest.raises(ValueError, match="request 1 of the trace needs 4 \\+ 1 = 5"):
         check_fits(trace, 4)
+
+
+def test_requests_longer_than_the_context_are_left_out():
+    every = load_bench_workload("humaneval", None, bundled_tokenizer())
+    short = load_bench_workload("humaneval", None, bundled_tokenizer(), max_model_len=200)
+    assert every.num_left_out == 0 and short.num_left_out > 0
+    assert len(short.requests) + short.num_left_out == len(every.requests)
+    assert all(r.num_total_tokens <= 200 for r in short.requests)
+    assert max(short.trace_at(1.0).prompt_lens) < 200
+    with pytest.raises(ValueError, match="no request of workload 'humaneval' fits"):
+        load_bench_workload("humaneval", None, bundled_tokenizer(), max_model_len=5)
