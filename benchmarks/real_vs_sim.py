@@ -11,8 +11,9 @@ Two simulated columns are reported:
   the fits' constant terms (prefill ``a`` and decode ``a``), measured beforehand by a separate
   calibration run (another seed, a low rate, each placement): the median over its requests
   of measured minus simulated TTFT (one prefill step) and TPOT (one decode step). This is
-  what a per-step overhead term in the profile stands for; it is folded into ``a`` here only
-  because today's profile format has no such term.
+  what the profile's per-step overhead (``step_overhead_ms``) stands for; ``dsbox profile``
+  leaves that 0, and one constant cannot carry a prefill and a decode overhead that differ,
+  so they are folded into the two fits' ``a`` here.
 
     python benchmarks/real_vs_sim.py --profile profiles/cpu/opt-tiny.json --out bench-out \\
         [--model opt-tiny] [--workload humaneval] [--rates 2,4,8,12] [--num-requests 40] \\
