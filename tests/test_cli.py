@@ -86,6 +86,7 @@ def test_run_default_model(env):
     assert out.count("prompt:") == 2 and out.count("output:") == 2
     assert "User: What is the capital of France?" in out and "Assistant:" in out
     assert "TTFT" in out and "TPOT" in out and " ms" in out and "tokens/s" in out
+    assert "placement chosen by: default rule" in out  # --placement auto, the default
 
 
 def test_run_options_reach_the_engine(env, preln_ckpt):
@@ -93,10 +94,12 @@ def test_run_options_reach_the_engine(env, preln_ckpt):
     proc = dsbox("run", str(preln_ckpt), "--prompt", "Hello world", "-p", "Once upon a time",
                  "-p", "x", "--max-tokens", "5", "--dtype", "float32", "--device", "cpu",
                  "--kv-cache-memory", "4MiB", "--max-num-seqs", "2", "--block-size", "16",
-                 "--attention-backend", "torch", env=env)
+                 "--attention-backend", "torch", "--placement", "colocated:tp=1", "--no-tui",
+                 env=env)
     assert proc.returncode == 0, proc.stderr
     out = proc.stdout
     assert f"{(4 << 20) // per_block} KV blocks of 16 tokens" in out
+    assert "placement colocated:tp=1" in out and "chosen by: given with --placement" in out
     assert "torch.float32 on cpu" in out
     assert out.count("output:") == 3 and "Once upon a time" in out
 
@@ -119,8 +122,15 @@ def test_run_dummy_weights(env):
     (["run", "--block-size", "7"], ["error:", "block_size"]),
     (["run", "--device", "tpu"], ["error:", "device"]),
     (["run", "--placement", "nonsense"], ["error:"]),
+    (["run", "--slo", "fast"], ["error:", "unknown SLO preset 'fast'"]),
+    (["run", "--slo", "0.2,-1"], ["error:", "SLO tpot"]),
+    (["run", "--workload", "poems"], ["error:", "unknown workload 'poems'"]),
+    (["run", "--rate", "0"], ["error:", "load rate"]),
+    (["run", "--chat-template", "/nonexistent.toml"], ["error:", "no such file"]),
+    (["run", "--temperature", "-1"], ["error:", "temperature"]),
 ], ids=["unknown model", "bad dtype", "no weights", "max tokens", "block size", "device",
-        "placement"])
+        "placement", "slo preset", "slo numbers", "workload", "rate", "chat template",
+        "temperature"])
 def test_bad_input_is_one_error_line(env, args, needles):
     proc = dsbox(*args, env=env)
     assert_usage_error(proc, *needles)

@@ -119,13 +119,24 @@ def _cases(preln: Path, broken: Path, tmp: Path) -> dict[str, tuple[list[str], s
             ["run", ck, "--placement", TWO_INSTANCES, "--kv-cache-memory", "1TiB"],
             "docker run --shm-size"),
         "markup in a message": (["run", "[bold]x[/bold]"], "[bold]x[/bold]"),
+        "serve: no chat template file": (
+            ["serve", ck, "--chat-template", str(tmp / "none.toml"), "--port", "0"],
+            "none.toml: no such file"),
+        "serve: bad placement": (["serve", ck, "--placement", "nonsense", "--port", "0"],
+                                 "role must be one of"),
+        "serve: bad port": (["serve", ck, "--port", "70000"], "port must be in 0..65535"),
+        "serve: KV budget error in a worker": (
+            ["serve", ck, "--placement", TWO_INSTANCES, "--kv-cache-memory", "256KiB",
+             "--port", "0"],
+            "the KV pool of prefill instance 0 holds 160 tokens"),
     }
 
 
 CASES = ["empty model dir", "no config.json", "checkpoint error in a worker",
          "KV budget error in a worker", "triton on the CPU", "temperature NaN",
          "temperature infinite", "non-integer max tokens", "pool smaller than one sequence",
-         "/dev/shm too small", "markup in a message"]
+         "/dev/shm too small", "markup in a message", "serve: no chat template file",
+         "serve: bad placement", "serve: bad port", "serve: KV budget error in a worker"]
 
 
 @pytest.mark.parametrize("case", CASES)
@@ -147,6 +158,20 @@ def test_bad_input_is_one_error_line_and_leaves_nothing(case, env, preln_ckpt, b
         time.sleep(0.1)
     assert not _marked_processes(mark)
     assert not _leaked_shm(shm_before)
+
+
+def test_serve_on_a_busy_port_is_one_error_line(env, preln_ckpt):
+    import socket
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen(1)
+        port = taken.getsockname()[1]
+        proc = run_cli(["serve", str(preln_ckpt), "--port", str(port)], env)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    (line,) = proc.stderr.strip().splitlines()
+    assert line.startswith("error:") and f"cannot listen on 127.0.0.1:{port}" in line
+    assert "starting" not in proc.stdout  # it failed before starting any worker
 
 
 def test_more_cpu_workers_than_cores_is_a_warning(env, preln_ckpt):

@@ -42,7 +42,7 @@ def test_toy_training_is_loadable_and_reproducible(tmp_path):
     assert "--steps 3" in record["reproduce"] and len(record["samples"]) == 5
 
     llm = LLM(model=str(first), dtype="float32", device="cpu", kv_cache_memory=1 << 20)
-    assert llm.engine.spec.vocab_size == 300 and llm.engine.spec.max_position_embeddings == 256
+    assert llm.client.spec.vocab_size == 300 and llm.client.spec.max_position_embeddings == 256
     assert (llm.tokenizer.bos_token_id, llm.tokenizer.eos_token_id,
             llm.tokenizer.pad_token_id) == (2, 2, 1)
     out = llm.generate("User: Hi\nAssistant:", SamplingParams(max_tokens=3, temperature=0,

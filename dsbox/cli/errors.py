@@ -51,8 +51,8 @@ def user_errors() -> Iterator[None]:
     """Turn bad-input exceptions raised inside into one error line and exit code 2."""
     try:
         yield
-    except typer.Exit:
-        raise
+    except (typer.Exit, KeyboardInterrupt):  # before the next clause imports torch (an
+        raise                                # interrupted import would fail in it)
     except _user_error_types() as exc:
         raise fail(message_of(exc)) from None
 

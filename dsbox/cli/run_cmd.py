@@ -1,98 +1,150 @@
-"""``dsbox run [MODEL]``: load a model and print a short generation (the main job for now).
+"""``dsbox run [MODEL]``: bring a model up on this machine and open the app (``make run``).
 
-Until the dashboard exists this is what ``make run`` shows: the model loads (default: the
-bundled dsbox-chat checkpoint, no download), a couple of chat prompts (rendered with the
-dsbox chat template) are generated in one batch through
-the in-process colocated engine (or, with ``--placement``, the instances of that placement),
-and each completion is printed with its TTFT and TPOT. Engine options come from
+Start-up: find the devices (GPUs through NVML, else the CPU cores), choose the placement
+(``--placement auto``, the default, or the given text; see
+:mod:`dsbox.cli.placement_choice`), start the workers showing each stage and each worker's
+weights as progress, then open the Textual app (:func:`dsbox.tui.app.make_app`): the live
+dashboard beside a chat pane, and a load generator. The dashboard judges latency against
+``--slo`` (default: the model's registry SLO when it has one, else ``chatbot-13b``).
+
+With ``--no-tui``, or when stdout or stdin is not a terminal, the plain mode for scripts
+streams the replies to each ``--prompt`` (sent as one chat turn through the chat template,
+as the chat pane sends it) and prints each request's TTFT and TPOT in ms.
+
+Whatever ends it (quitting, a crash, SIGINT, SIGTERM, SIGHUP), every worker is stopped
+before the process exits (:mod:`dsbox.cli.shutdown`). Engine options come from
 ``EngineConfig`` (``dsbox.cli.options``). Bad input gives one error line and exit code 2.
 """
 
 from __future__ import annotations
 
-import time
+import sys
+from pathlib import Path
 from typing import Annotated
 
 import typer
 from rich.console import Console
 from rich.markup import escape
-from rich.table import Table
 
 from dsbox.chat_template import ChatTemplate
 from dsbox.cli.errors import user_errors
 from dsbox.cli.options import engine_options
 from dsbox.config import DEFAULT_MODEL
 
-DEFAULT_PROMPTS = tuple(ChatTemplate().render([{"role": "user", "content": question}])
-                        for question in ("What is the capital of France?",
-                                         "Can you give me three tips for a good night's sleep?"))
+DEFAULT_PROMPTS = ("What is the capital of France?",
+                   "Can you give me three tips for a good night's sleep?")
+FALLBACK_SLO = "chatbot-13b"
+PLAIN_MAX_TOKENS, PLAIN_TEMPERATURE = 24, 0.0
 
 
-def _load(model: str, engine_kwargs: dict):
-    """Build the LLM; every foreseeable bad input becomes one error line (exit code 2)."""
-    from dsbox.llm import LLM
+def model_slo(spec, text: str | None):
+    """``--slo`` when given; else the registry's SLO for the model; else chatbot-13b."""
+    from dsbox.config.slo import SLO
 
-    with user_errors():
-        return LLM(model=model, **engine_kwargs)
+    if text:
+        return SLO.parse(text)
+    return SLO.preset(spec.default_slo or FALLBACK_SLO)
 
 
-def _describe(llm) -> str:
-    """One line on what was loaded and where it runs."""
-    client = llm.client
+def _describe(client, rule: str) -> str:
+    """What was loaded, where it runs, and why this placement."""
     stats = client.stats()
-    text = (f"[bold]{escape(client.spec.name)}[/] ({escape(client.source.where)}); "
+    return (f"[bold]{escape(client.spec.name)}[/] ({escape(client.source.where)}); "
             f"{client.spec.num_params / 1e6:.1f} M parameters, {client.dtype} on "
             f"{client.device}, placement {client.placement.format(False)}, "
-            f"{stats.kv_blocks_total} KV blocks of {llm.config.block_size} tokens")
-    return text
-
-
-def _ms(seconds: float | None) -> str:
-    return "-" if seconds is None else f"{seconds * 1000:.1f} ms"
+            f"{stats.kv_blocks_total} KV blocks of {client.config.block_size} tokens\n"
+            f"placement chosen by: {escape(rule)}")
 
 
 def run(
     model: Annotated[str, typer.Argument(help="registry name (see `dsbox models`) or a "
                                               "checkpoint directory")] = DEFAULT_MODEL,
     prompt: Annotated[list[str] | None, typer.Option(
-        "--prompt", "-p", help="prompt to complete (repeat for several)")] = None,
-    max_tokens: Annotated[int, typer.Option(help="tokens to generate per prompt")] = 24,
-    temperature: Annotated[float, typer.Option(help="0 = greedy")] = 0.0,
+        "--prompt", "-p", help="plain mode: prompt to complete (repeat for several)")] = None,
+    max_tokens: Annotated[int | None, typer.Option(
+        help=f"tokens per reply (plain mode: {PLAIN_MAX_TOKENS}; chat: 128)")] = None,
+    temperature: Annotated[float | None, typer.Option(
+        help=f"0 = greedy (plain mode: {PLAIN_TEMPERATURE:g}; chat: 0.7)")] = None,
+    no_tui: Annotated[bool, typer.Option(
+        "--no-tui", help="plain mode: stream the replies to --prompt and print TTFT/TPOT "
+                         "(also when stdout is not a terminal)")] = False,
+    slo: Annotated[str | None, typer.Option(
+        help="SLO of the dashboard: a preset (chatbot-13b, ...) or 'TTFT,TPOT' in seconds "
+             "[default: the model's, else chatbot-13b]")] = None,
+    chat_template: Annotated[Path | None, typer.Option(
+        help="chat template file (TOML; see README) [default: dsbox's plain template]")] = None,
+    workload: Annotated[str, typer.Option(
+        help="load generator's workload: sharegpt, humaneval or longdoc")] = "sharegpt",
+    rate: Annotated[float, typer.Option(
+        help="load generator's starting rate, requests/s (F2 starts it)")] = 1.0,
     *,
     engine_kwargs: dict,
 ) -> None:
-    """Load MODEL and print a short generation for a couple of prompts, with TTFT/TPOT."""
+    """Bring MODEL up with a placement chosen for this machine and open the live dashboard
+    with a chat pane (plain streaming output with --no-tui or without a terminal)."""
+    from dsbox.cli.placement_choice import choose_placement
+    from dsbox.cli.shutdown import Interrupted, ShutdownGuard
+    from dsbox.cli.startup import start_engine
+    from dsbox.config import EngineConfig
+    from dsbox.devices import discover_devices
     from dsbox.engine.core.sampling_params import SamplingParams
+    from dsbox.engine.model.source import resolve_model
+    from dsbox.tui.chat_session import ChatSettings
 
-    prompts = list(prompt) if prompt else list(DEFAULT_PROMPTS)
+    tui = not no_tui and sys.stdout.isatty() and sys.stdin.isatty()
     with user_errors():
-        params = SamplingParams(max_tokens=max_tokens, temperature=temperature, seed=0)
+        source = resolve_model(model, bool(engine_kwargs.get("dummy_weights")))
+        devices = discover_devices(engine_kwargs.get("device") or "auto")
+        slo_value = model_slo(source.spec, slo)
+        choice = choose_placement(engine_kwargs.get("placement") or "auto", source.spec,
+                                  devices, slo=slo_value)
+        config = EngineConfig(model=model, **{**engine_kwargs, "placement": choice.placement})
+        template = ChatTemplate.from_file(chat_template) if chat_template else ChatTemplate()
+        chat = ChatSettings(**{k: v for k, v in (("max_tokens", max_tokens),
+                                                  ("temperature", temperature))
+                               if v is not None})
+        app_options = dict(slo=slo_value, workload=workload, load_rate=rate, chat=chat)
+        from dsbox.tui.app import AppOptions
+
+        AppOptions(**app_options)  # a bad --workload or --rate: one error line, before start-up
+        params = SamplingParams(
+            max_tokens=PLAIN_MAX_TOKENS if max_tokens is None else max_tokens,
+            temperature=PLAIN_TEMPERATURE if temperature is None else temperature, seed=0)
     out = Console(highlight=False)
-    t0 = time.perf_counter()
-    with out.status(f"loading {model} ..."):
-        llm = _load(model, engine_kwargs)
-    load_s = time.perf_counter() - t0
-    with llm:
-        out.print(f"{_describe(llm)}; loaded in {load_s:.2f} s")
-        t0 = time.perf_counter()
-        with user_errors():
-            outs = llm.generate(prompts, params)
-        wall = time.perf_counter() - t0
-    for o in outs:
-        out.print()
-        out.print(f"[bold cyan]prompt:[/] {escape(o.prompt or '')}")
-        out.print(f"[bold green]output:[/] {escape(repr(o.text))}")
-    table = Table(title="latency per request", title_justify="left")
-    for col in ("#", "prompt tokens", "output tokens", "finish", "TTFT", "TPOT"):
-        table.add_column(col, justify="right" if col != "finish" else "left")
-    for i, o in enumerate(outs):
-        lc = o.lifecycle
-        table.add_row(str(i), str(len(o.prompt_token_ids)), str(len(o.token_ids)),
-                      o.finish_reason or "-", _ms(lc.ttft), _ms(lc.tpot))
-    out.print()
-    out.print(table)
-    n = sum(len(o.token_ids) for o in outs)
-    out.print(f"{n} tokens in {wall:.2f} s ({n / wall:.1f} tokens/s)")
+    code = 0
+    try:
+        with ShutdownGuard() as guard:
+            with user_errors():
+                guard.client = start_engine(config, Console(stderr=True, highlight=False))
+            if tui:
+                code = _run_app(guard, choice, devices, template, app_options)
+            else:
+                out.print(_describe(guard.client, choice.rule))
+                with user_errors():
+                    from dsbox.cli.run_plain import run_plain
+
+                    run_plain(guard.client, list(prompt or DEFAULT_PROMPTS), params, out,
+                              template)
+    except Interrupted as exc:
+        code = exc.exit_code
+    if code:
+        raise typer.Exit(code)
+
+
+def _run_app(guard, choice, devices, template, app_options: dict) -> int:
+    """Run the app until it ends; its exit code (128 + signal number after a signal)."""
+    from dsbox.tui.app import make_app
+
+    app = make_app(guard.client, choice=choice, devices=devices, template=template,
+                   owns_client=True, **app_options)
+    guard.on_signal = app.exit_on_signal
+    try:
+        app.run()
+    finally:
+        guard.on_signal = None
+    if guard.signum is not None:
+        return 128 + guard.signum
+    return app.return_code or 0
 
 
 def register(app: typer.Typer) -> None:

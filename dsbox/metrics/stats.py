@@ -34,6 +34,7 @@ class InstanceStats:
     kv_transfer_rate: float = 0.0  # bytes/s moved in or out over the last few seconds
     num_steps: int = 0             # steps run (a PP micro-batch counts once)
     error: str | None = None
+    pids: tuple[int, ...] = ()     # worker process ids, one per rank (empty: in-process)
 
     @property
     def kv_usage(self) -> float:

@@ -157,6 +157,32 @@ def test_stop_string_trims_text_and_frees(llm):
     assert llm.stats().kv_blocks_used == 0
 
 
+def test_streamed_text_concatenates_to_the_final_text(llm):
+    """A stop string that spans tokens: the deltas streamed before it completes must not
+    have carried its start; every output's ``new_text`` joined equals the final text."""
+    prompt = [2, 100, 200, 300]
+    free = llm.generate(prompt, SamplingParams(max_tokens=30, temperature=0,
+                                               ignore_eos=True))[0]
+    tok = llm.client.tokenizer
+    ends = [len(tok.decode(free.token_ids[:k])) for k in range(1, len(free.token_ids))]
+    # the first token boundary (past a few tokens) with two characters on either side
+    at = next(e for e in ends[3:] if 2 <= e <= len(free.text) - 2
+              and free.text.find(free.text[e - 2:e + 2]) == e - 2)
+    stop = free.text[at - 2:at + 2]
+    for sp in (SamplingParams(max_tokens=30, temperature=0, ignore_eos=True, stop=[stop]),
+               SamplingParams(max_tokens=30, temperature=0, ignore_eos=True)):
+        outs = list(llm.stream(prompt, sp))
+        final = outs[-1]
+        assert "".join(o.new_text for o in outs) == final.text
+        assert all(o.text.startswith("".join(p.new_text for p in outs[:i + 1]))
+                   for i, o in enumerate(outs))
+    assert final.text == free.text
+    cut = list(llm.stream(prompt, SamplingParams(max_tokens=30, temperature=0,
+                                                 ignore_eos=True, stop=[stop])))
+    assert cut[-1].finish_reason == "stop" and cut[-1].text == free.text[:at - 2]
+    assert sum(bool(o.new_text) for o in cut) > 2  # text did stream before the stop
+
+
 def test_abort_right_after_submit_and_unknown_id(llm):
     outs = []
     rid = llm.client.submit([2, 5, 6], SamplingParams(max_tokens=50, ignore_eos=True),

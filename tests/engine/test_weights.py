@@ -166,7 +166,7 @@ def test_float16_checkpoint_loads_as_float32(state, preln_ckpt, tmp_path):
         hf16 = load_hf(tmp_path)
         reference = [hf16(torch.tensor([p])).logits[0] for p in PROMPTS]
     llm = LLM(model=str(tmp_path), dtype="float32", device="cpu", kv_cache_memory=SMALL_KV)
-    assert {p.dtype for p in llm.engine.model.parameters()} == {torch.float32}
+    assert {p.dtype for p in llm.client.local_worker().model.parameters()} == {torch.float32}
     assert_logits_match(tmp_path, reference)
 
 

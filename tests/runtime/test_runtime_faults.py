@@ -127,8 +127,10 @@ def test_killed_worker_fails_its_requests_fast(preln_ckpt):
                            on_output) for _ in range(12)]
         assert _wait(lambda: victim.scheduler.num_waiting + len(victim.in_flight) > 0
                      or len(victim.scheduler.prefilled) > 0, 30)
+        pid = ctl.stats().instances[0].pids[0]  # what operators see (the server's /health)
+        assert pid == victim.executor.processes[0].pid
         killed_at = time.monotonic()
-        os.kill(victim.executor.processes[0].pid, signal.SIGKILL)
+        os.kill(pid, signal.SIGKILL)
         assert _wait(lambda: not ctl.health().instances[0][2], 5)
         failed = lambda: [o for o in finals.values() if o.error]  # noqa: E731
         assert _wait(lambda: len(failed()) > 0, 5)

@@ -1,6 +1,12 @@
 """RequestTracker: the caller-facing side of requests, shared by the in-process engine and
 the controller: prompt validation, incremental detokenization, stop strings, the model's
-length limit, and the RequestOutput snapshots handed back."""
+length limit, and the RequestOutput snapshots handed back.
+
+Streamed text is exact: the ``new_text`` of a request's outputs concatenate to its final
+``text``. While a request with stop strings runs, its last ``len(longest stop) - 1``
+characters are held back (they may be the start of a stop string that the next tokens
+complete, and then must not have been sent); they go out once they cannot be, or at the
+end."""
 
 from __future__ import annotations
 
@@ -23,7 +29,7 @@ class TrackedRequest:
     prompt: str | None
     detok: IncrementalDetokenizer
     text: str = ""
-    new_text: str = ""
+    num_sent: int = 0          # characters of text already handed out as new_text
     error: str | None = None
 
 
@@ -94,12 +100,10 @@ class RequestTracker:
         if seq.is_finished:
             delta += req.detok.flush()
         req.text += delta
-        req.new_text = delta
         hit = find_stop(req.text, len(delta), seq.params.stop)
         if hit is not None:
             i, stop = hit
             end = i + len(stop) if seq.params.include_stop_str_in_output else i
-            req.new_text = delta[: max(0, len(delta) - (len(req.text) - end))]
             req.text = req.text[:end]
             if not seq.is_finished:
                 finish(rid, FinishReason.STOP)
@@ -113,15 +117,21 @@ class RequestTracker:
         if req is None:
             return None
         req.error = message
-        req.new_text = ""
         return self.output(rid)
 
     def output(self, rid: int) -> RequestOutput:
-        """Snapshot of a request; forgets it once finished."""
+        """Snapshot of a request, with the text not handed out before as ``new_text``;
+        forgets it once finished."""
         req = self.requests[rid]
         seq = req.seq
         if seq.is_finished:
             del self.requests[rid]
+            upto = len(req.text)
+        else:  # hold back what may be the start of a stop string
+            hold = max((len(s) for s in seq.params.stop), default=1) - 1
+            upto = max(req.num_sent, len(req.text) - hold)
+        new_text = req.text[req.num_sent:upto]
+        req.num_sent = upto
         return RequestOutput(
             request_id=rid,
             prompt=req.prompt,
@@ -132,6 +142,6 @@ class RequestTracker:
             finish_reason=seq.finish_reason.value if seq.finish_reason else None,
             lifecycle=seq.lifecycle,
             error=req.error,
-            new_text=req.new_text,
+            new_text=new_text,
             logprobs=None if seq.logprobs is None else list(seq.logprobs),
         )

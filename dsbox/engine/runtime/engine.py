@@ -103,11 +103,11 @@ class Engine(EngineClient):
         if self.setup.in_process:
             torch.set_num_threads(self.setup.num_threads)
             self._progress(f"loading weights ({n} instance{'s' if n > 1 else ''} in-process)")
-            self._launcher = LocalLauncher(plans, self._local_results)
+            self._launcher = LocalLauncher(plans, self._local_results, self._progress)
         else:
             self._check_shared_memory(plans)
             self._progress(f"starting {n} worker processes and loading weights")
-            self._launcher = ProcessLauncher(plans, timeout)
+            self._launcher = ProcessLauncher(plans, timeout, self._progress)
         self._results = self._launcher.results
         self._progress("sizing the KV cache")
         budgets = kv_budgets(plans, self._launcher.loaded, self.config.kv_cache_fraction)

@@ -141,7 +141,8 @@ class Instance:
             kv_blocks_total=bm.num_blocks if bm else 0,
             kv_bytes_in=self.kv_bytes_in, kv_bytes_out=self.kv_bytes_out,
             kv_transfer_rate=sum(b for _, b in self._transfers) / RATE_WINDOW_S,
-            num_steps=self.num_steps, error=self.error)
+            num_steps=self.num_steps, error=self.error,
+            pids=tuple(p.pid for p in getattr(self.executor, "processes", ())))
 
     def state_sizes(self) -> dict[str, int]:
         """Sizes of every per-request map held for this instance (tests: all 0 when idle)."""

@@ -21,6 +21,7 @@ import os
 import queue
 import time
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch.multiprocessing as tmp
@@ -83,10 +84,12 @@ def guard_against_reimport() -> None:
 class ProcessLauncher:
     """Worker processes for every instance of a placement."""
 
-    def __init__(self, plans: list[InstancePlan], timeout: float) -> None:
+    def __init__(self, plans: list[InstancePlan], timeout: float,
+                 on_progress: Callable[[str], None] | None = None) -> None:
         guard_against_reimport()
         self.plans = plans
         self.timeout = timeout
+        self._progress = on_progress or (lambda _msg: None)
         ctx = tmp.get_context("forkserver")
         ctx.set_forkserver_preload(PRELOAD)
         self.results = ctx.Queue()
@@ -101,7 +104,7 @@ class ProcessLauncher:
             with without_interpreter_env() if cuda else contextlib.nullcontext():
                 self._spawn(ctx, plans, links)
             self.loaded = {k: (m.weight_bytes, m.total_memory)
-                           for k, m in self._collect(WorkerLoaded).items()}
+                           for k, m in self._collect(WorkerLoaded, self._loaded_one).items()}
         except BaseException:
             self.kill()
             raise
@@ -143,8 +146,16 @@ class ProcessLauncher:
             ex.send_all(AllocateKV(num_blocks[iid]))
         self._collect(WorkerStarted)
 
-    def _collect(self, kind: type) -> dict[tuple[int, int], object]:
-        """Wait for message ``kind`` from every worker; raise on an error or a death."""
+    def _loaded_one(self, key: tuple[int, int], done: int, total: int) -> None:
+        """Progress: one worker has its weights in place."""
+        plan = next(p for p in self.plans if p.instance_id == key[0])
+        name = plan.workers[key[1]].name
+        self._progress(f"worker {name} loaded its weights ({done}/{total})")
+
+    def _collect(self, kind: type, on_each: Callable[[tuple[int, int], int, int], None]
+                 | None = None) -> dict[tuple[int, int], object]:
+        """Wait for message ``kind`` from every worker; raise on an error or a death.
+        ``on_each(key, done, total)`` hears each arrival."""
         want = {(p.instance_id, w.rank) for p in self.plans for w in p.workers}
         got: dict[tuple[int, int], object] = {}
         deadline = time.monotonic() + self.timeout
@@ -167,6 +178,8 @@ class ProcessLauncher:
                 raise EngineStartupError(msg.message, msg.detail)
             if isinstance(msg, kind):
                 got[(msg.instance_id, msg.rank)] = msg
+                if on_each is not None:
+                    on_each((msg.instance_id, msg.rank), len(got), len(want))
         return got
 
     def _dead_worker(self) -> str | None:
@@ -186,14 +199,20 @@ class ProcessLauncher:
 class LocalLauncher:
     """Device workers in this process (every instance on one device: tp = pp = 1)."""
 
-    def __init__(self, plans: list[InstancePlan], out: deque) -> None:
+    def __init__(self, plans: list[InstancePlan], out: deque,
+                 on_progress: Callable[[str], None] | None = None) -> None:
         bad = [p for p in plans if p.tp * p.pp != 1]
         if bad:
             raise ValueError("in-process instances run on one device each (tp=pp=1); "
                              "use worker processes for tensor or pipeline parallelism")
         self.plans = plans
         self.results = None
-        self.workers = {p.instance_id: DeviceWorker(p.workers[0]) for p in plans}
+        self.workers = {}
+        for done, p in enumerate(plans, 1):
+            self.workers[p.instance_id] = DeviceWorker(p.workers[0])
+            if on_progress is not None:
+                on_progress(f"worker {p.workers[0].name} loaded its weights "
+                            f"({done}/{len(plans)})")
         self.executors = {iid: LocalExecutor(iid, w, out) for iid, w in self.workers.items()}
         self.loaded = {(iid, 0): (w.weight_bytes, w.total_memory)
                        for iid, w in self.workers.items()}

@@ -1,0 +1,1 @@
+"""The dashboard's and the chat's widgets, one per module."""
