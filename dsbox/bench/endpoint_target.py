@@ -4,9 +4,13 @@ Each request is a streaming ``POST /v1/completions`` sent at its arrival time, w
 ``max_tokens`` = its output length and ``ignore_eos`` (vLLM's and SGLang's extension) so it
 generates exactly that many tokens; ``stream_options.include_usage`` asks for the token
 counts. The client stamps, on its own clock: arrival (when the request was due), each
-streamed chunk that carries a choice (a token: ``vllm bench serve`` counts the same way),
-and the finish. Queueing, prefill and transfer happen inside the server and are not seen:
-those stamps stay empty, so the five-stage breakdown is left out for endpoint runs.
+streamed chunk that carries a choice, and the finish. A chunk stands for one token, or for
+as many as its ``logprobs.tokens`` lists; a server may hold a token back until its text is
+whole and send it with the next, so when the usage counts more tokens than the chunks did,
+the missing ones are stamped at the last chunk: TPOT is then (last - first token) /
+(tokens - 1), as ``vllm bench serve`` computes it from the usage. Queueing, prefill and
+transfer happen inside the server and are not seen: those stamps stay empty, so the
+five-stage breakdown is left out for endpoint runs.
 Prompts are sent as text, or as token ids for a trace that has only lengths.
 """
 
@@ -146,13 +150,16 @@ class EndpointTarget:
                             usage = chunk["usage"]
                         choices = chunk.get("choices") or ()
                         if choices:
-                            lc.token_times.append(now)
+                            lc.token_times.extend([now] * _tokens_in(choices[0]))
                             reason = choices[0].get("finish_reason") or reason
                         if "error" in chunk:
                             error = str(chunk["error"])[:200]
         except (aiohttp.ClientError, TimeoutError, OSError, ValueError) as exc:
             error = f"{exc.__class__.__name__}: {exc}"
         lc.finish = time.monotonic()
+        missing = int(usage.get("completion_tokens", 0)) - len(lc.token_times)
+        if lc.token_times and missing > 0:  # held back by the server, sent with a later chunk
+            lc.token_times.extend([lc.token_times[-1]] * missing)
         if error is None and not lc.token_times:
             error = "the stream ended without a token"
         finish = "error" if error is not None else (reason if reason in ("stop", "length")
@@ -163,3 +170,10 @@ class EndpointTarget:
 
     def close(self) -> None:
         pass
+
+
+def _tokens_in(choice: dict) -> int:
+    """Tokens a streamed choice carries: its logprobs' token count when it has them, else 1
+    (a chunk without text still stands for a token, as vLLM's bench counts)."""
+    tokens = (choice.get("logprobs") or {}).get("tokens")
+    return len(tokens) if isinstance(tokens, list) and tokens else 1

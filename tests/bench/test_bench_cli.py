@@ -1,7 +1,8 @@
 """``dsbox bench`` end to end, the real console script in a subprocess: the simulator alone
-(no weights), the engine here beside the simulator (the CPU acceptance run, small), and an
-OpenAI-compatible endpoint on loopback. Every run's figures are recomputed from its raw
-per-request stamps in the JSON (tests/bench/recompute.py)."""
+(no weights), the engine here beside the simulator (the CPU acceptance run, small), and
+``--endpoint`` on loopback against ``dsbox serve`` and against a minimal OpenAI-compatible
+server (tests/bench/openai_server.py) that streams one chunk per token. Every run's figures
+are recomputed from its raw per-request stamps in the JSON (tests/bench/recompute.py)."""
 
 from __future__ import annotations
 
@@ -180,3 +181,29 @@ def test_endpoint_streams_and_stamps_each_token(env, tmp_path, endpoint):
         assert r["arrival"] < r["token_times"][0] <= r["token_times"][-1] <= r["finish"]
         assert r["prefill_start"] is None  # the server's inside is not seen
     assert run["breakdown"] is None
+
+
+def test_endpoint_against_dsbox_serve_on_loopback(env, tmp_path):
+    """The real server (``dsbox serve``, disaggregated, in its own process) as the endpoint:
+    every request generates exactly its length and the figures recompute from the stamps."""
+    from dsbox.workloads import load_workload
+    from tests.server.conftest import start_server
+
+    srv = start_server(["opt-tiny", "--placement", DISAGG, "--device", "cpu",
+                        "--max-model-len", "1024", "--kv-cache-memory", "32MiB"])
+    try:
+        proc = bench(["--endpoint", srv.url, "--model", "opt-tiny", "--placement", DISAGG,
+                      "--workload", "humaneval", "--rates", "4", "--num-requests", "4",
+                      "--seed", "5", "--goodput-probes", "0", "--json", "out.json",
+                      "--plots", "plots"], env, tmp_path)
+    finally:
+        assert srv.stop() == 0, srv.output()
+    data = json.loads((tmp_path / "out.json").read_text())
+    check_outputs(data, tmp_path / "plots", proc.stdout)
+    (run,) = data["runs"]
+    assert run["target"] == "endpoint" and run["num_gpus"] == 2
+    expected = make_trace(load_workload("humaneval"), 4.0, 4, seed=5)
+    reqs = run["requests"]
+    assert [r["num_output_tokens"] for r in reqs] == list(expected.output_lens)
+    assert [len(r["token_times"]) for r in reqs] == list(expected.output_lens)
+    assert all(r["finish_reason"] == "length" and r["error"] is None for r in reqs)
