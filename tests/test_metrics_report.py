@@ -66,3 +66,24 @@ def test_attainment_needs_both_slos_and_never_falls_as_slos_loosen():
     assert values == sorted(values) and values[-1] == 1.0
     # a request fast on TTFT but slow on TPOT does not count
     assert slo_attainment([_record(0, 0, [0.01, 1.0])], SLO(0.1, 0.1)) == 0.0
+
+
+def test_metric_values_are_what_the_distributions_summarize():
+    from dsbox.metrics.report import METRICS, metric_values
+
+    recs = [
+        _record(0, 0.0, [0.1, 0.2, 0.3]),
+        _record(1, 1.0, [1.5]),                       # one token: no TPOT
+        _record(2, 2.0, [2.05, 2.1], transfer=0.02),
+        _record(3, 2.5, [2.6], reason="abort"),       # not completed: left out
+    ]
+    assert metric_values(recs, "ttft") == pytest.approx([0.1, 0.5, 0.05])
+    assert metric_values(recs, "tpot") == pytest.approx([0.1, 0.05])
+    assert metric_values(recs, "itl") == pytest.approx([0.1, 0.1, 0.05])
+    assert metric_values(recs, "transfer") == pytest.approx([0.0, 0.0, 0.02])
+    report = build_report(recs)
+    for metric in METRICS:
+        values = metric_values(recs, metric)
+        assert getattr(report, metric) == Distribution.of(values)
+    with pytest.raises(ValueError, match="unknown metric"):
+        metric_values(recs, "latency")

@@ -12,7 +12,7 @@ from typing import Annotated
 
 import typer
 
-COMMANDS = ("models", "run", "serve", "plan", "profile")
+COMMANDS = ("models", "run", "serve", "plan", "profile", "bench")
 
 
 def make_app() -> typer.Typer:

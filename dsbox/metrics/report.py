@@ -132,7 +132,7 @@ class MetricsReport:
             "goodput_per_gpu": self.goodput_per_gpu,
             "breakdown": None if self.breakdown is None else asdict(self.breakdown),
         }
-        for name in ("ttft", "tpot", "itl", "e2e", "queue", "transfer"):
+        for name in METRICS:
             out[name] = asdict(getattr(self, name))
         return out
 
@@ -165,6 +165,26 @@ def stage_means(lifecycles: Iterable[Lifecycle]) -> StageMeans | None:
     return StageMeans(n, *(sum(getattr(b, s) for b in parts) / n for s in StageMeans.STAGES))
 
 
+METRICS = ("ttft", "tpot", "itl", "e2e", "queue", "transfer")
+
+
+def metric_values(records: Iterable[RequestRecord], metric: str) -> list[float]:
+    """The per-request values (seconds) a distribution of the report is taken over: of the
+    completed requests, ``ttft``, ``tpot`` (requests with at least two tokens), ``e2e``,
+    ``queue``, ``transfer``; ``itl`` is every gap between tokens, pooled. Plots (CDFs)
+    read these, so they show exactly what the report summarizes."""
+    if metric not in METRICS:
+        raise ValueError(f"unknown metric {metric!r}; known: {', '.join(METRICS)}")
+    lcs = [r.lifecycle for r in records if r.ok]
+    if metric == "itl":
+        return [g for lc in lcs for g in lc.inter_token_latencies()]
+    if metric == "tpot":
+        return [lc.tpot for lc in lcs if len(lc.token_times) > 1]
+    attr = {"ttft": "ttft", "e2e": "latency", "queue": "queue_time",
+            "transfer": "transfer_time"}[metric]
+    return [v for v in (getattr(lc, attr) for lc in lcs) if v is not None]
+
+
 def run_duration(records: Sequence[RequestRecord]) -> float:
     """First arrival to last finish, seconds (0 without a finished request)."""
     finishes = [r.lifecycle.finish for r in records if r.lifecycle.finish is not None]
@@ -194,13 +214,12 @@ def build_report(records: Sequence[RequestRecord], *, slo: SLO | None = None,
         duration_s=duration,
         prompt_tokens=sum(r.num_prompt_tokens for r in done),
         output_tokens=sum(r.num_output_tokens for r in done),
-        ttft=Distribution.of(lc.ttft for lc in lcs if lc.ttft is not None),
-        tpot=Distribution.of(lc.tpot for lc in lcs if len(lc.token_times) > 1),
-        itl=Distribution.of(g for lc in lcs for g in lc.inter_token_latencies()),
-        e2e=Distribution.of(lc.latency for lc in lcs if lc.latency is not None),
-        queue=Distribution.of(lc.queue_time for lc in lcs if lc.queue_time is not None),
-        transfer=Distribution.of(lc.transfer_time for lc in lcs
-                                 if lc.transfer_time is not None),
+        ttft=Distribution.of(metric_values(done, "ttft")),
+        tpot=Distribution.of(metric_values(done, "tpot")),
+        itl=Distribution.of(metric_values(done, "itl")),
+        e2e=Distribution.of(metric_values(done, "e2e")),
+        queue=Distribution.of(metric_values(done, "queue")),
+        transfer=Distribution.of(metric_values(done, "transfer")),
         breakdown=stage_means(lcs),
         slo=slo, num_met=num_met, slo_attainment=attainment, goodput=goodput,
         num_gpus=num_gpus,

@@ -1,0 +1,171 @@
+"""What a bench prints: the ``vllm bench serve`` result block per run, then the tables
+(SLO attainment at each rate, real against simulated, per-GPU goodput, the five-stage
+latency breakdown). Every number is read from a run's metrics report or a goodput result;
+nothing here computes a statistic of its own.
+"""
+
+from __future__ import annotations
+
+import math
+
+from rich.console import Console
+from rich.table import Table
+
+from dsbox.bench.results import BenchResult, BenchRun
+from dsbox.metrics.report import Distribution, MetricsReport, StageMeans
+
+WIDTH = 50
+_LATENCIES = (("ttft", "TTFT", "Time to First Token"),
+              ("tpot", "TPOT", "Time per Output Token (excl. 1st token)"),
+              ("itl", "ITL", "Inter-token Latency"),
+              ("e2e", "E2EL", "End-to-end Latency"))
+
+
+def _row(name: str, value, fmt: str = "") -> str:
+    if isinstance(value, float) and math.isnan(value):
+        return f"{name:<40} {'n/a':<10}"
+    return f"{name:<40} {value:<10{fmt}}"
+
+
+def serving_block(report: MetricsReport, title: str = " Serving Benchmark Result ") -> str:
+    """The 50-wide block of ``vllm bench serve`` (and its P90 lines) for one run."""
+    lines = [f"{title:=^{WIDTH}}",
+             _row("Successful requests:", report.num_completed),
+             _row("Failed requests:", report.num_failed)]
+    if report.num_aborted:
+        lines.append(_row("Aborted requests:", report.num_aborted))
+    lines += [_row("Benchmark duration (s):", report.duration_s, ".2f"),
+              _row("Total input tokens:", report.prompt_tokens),
+              _row("Total generated tokens:", report.output_tokens),
+              _row("Request throughput (req/s):", report.request_throughput, ".2f")]
+    if report.goodput is not None:
+        lines.append(_row("Request goodput (req/s):", report.goodput, ".2f"))
+    lines += [_row("Output token throughput (tok/s):", report.output_throughput, ".2f"),
+              _row("Total Token throughput (tok/s):", report.total_token_throughput, ".2f")]
+    if report.slo_attainment is not None:
+        lines.append(_row("SLO attainment (%):", report.slo_attainment * 100, ".1f"))
+    for attr, short, heading in _LATENCIES:
+        dist: Distribution = getattr(report, attr)
+        ms = dist.ms()
+        lines.append(f"{heading:-^{WIDTH}}")
+        lines += [_row(f"Mean {short} (ms):", ms["mean"], ".2f"),
+                  _row(f"Median {short} (ms):", ms["median"], ".2f"),
+                  _row(f"P90 {short} (ms):", ms["p90"], ".2f"),
+                  _row(f"P99 {short} (ms):", ms["p99"], ".2f")]
+    lines.append("=" * WIDTH)
+    return "\n".join(lines)
+
+
+def print_run(console: Console, run: BenchRun) -> None:
+    console.print(f"[bold]{run.label}[/] ({run.num_gpus} device"
+                  f"{'s' if run.num_gpus > 1 else ''})")
+    console.print(serving_block(run.report), markup=False, highlight=False)
+
+
+def _pct(value: float | None) -> str:
+    return "-" if value is None else f"{value * 100:.1f}%"
+
+
+def _series_name(target: str, placement: str) -> str:
+    return f"{target}\n{placement or 'endpoint'}"
+
+
+def attainment_table(result: BenchResult) -> Table:
+    slo = result.slo
+    table = Table(title=f"SLO attainment (both TTFT <= {slo.ttft * 1e3:.4g} ms and TPOT <= "
+                        f"{slo.tpot * 1e3:.4g} ms; target {slo.attainment:.0%})",
+                  title_justify="left")
+    table.add_column("rate (req/s)", justify="right")
+    series = result.series()
+    for target, placement in series:
+        gpus = result.runs_of(target, placement)[0].num_gpus
+        table.add_column(f"{_series_name(target, placement)}\n({gpus} dev.)", justify="right")
+    rates = list(dict.fromkeys(r.rate for r in result.runs))
+    for rate in rates:
+        row = ["as recorded" if rate is None else f"{rate:.4g}"]
+        for target, placement in series:
+            match = [r for r in result.runs_of(target, placement) if r.rate == rate]
+            row.append(_pct(match[0].report.slo_attainment) if match else "-")
+        table.add_row(*row)
+    return table
+
+
+def real_vs_sim_table(result: BenchResult) -> Table | None:
+    rows = result.real_vs_simulated()
+    if not rows:
+        return None
+    table = Table(title="Measured against simulated SLO attainment", title_justify="left")
+    for col in ("placement", "rate (req/s)", "measured", "simulated", "sim - measured (pp)"):
+        table.add_column(col, justify="left" if col == "placement" else "right")
+    for row in rows:
+        rate = "as recorded" if row["rate"] is None else f"{row['rate']:.4g}"
+        table.add_row(row["placement"], rate, _pct(row["measured"]), _pct(row["simulated"]),
+                      f"{row['difference_pp']:+.1f}")
+    return table
+
+
+def goodput_table(result: BenchResult) -> Table | None:
+    if not result.goodputs:
+        return None
+    table = Table(title=f"Per-GPU goodput (highest rate with >= {result.slo.attainment:.0%} "
+                        "SLO attainment; sweep + binary search)", title_justify="left")
+    for col in ("target", "placement", "devices", "goodput (req/s)", "per GPU (req/s)",
+                "fails at (req/s)", "search probes"):
+        table.add_column(col, justify="left" if col in ("target", "placement") else "right")
+    for g in result.goodputs:
+        table.add_row(g.target, g.placement or "endpoint", str(g.num_gpus), f"{g.goodput:.3g}",
+                      f"{g.goodput_per_gpu:.3g}",
+                      "-" if g.upper is None else f"{g.upper:.3g}", str(len(g.probes)))
+    return table
+
+
+def verdicts(result: BenchResult) -> list[str]:
+    """Per target kind with several placements: which has the best per-GPU goodput, and by
+    how much over the next best."""
+    lines = []
+    for kind in dict.fromkeys(g.target for g in result.goodputs):
+        ranked = sorted((g for g in result.goodputs if g.target == kind),
+                        key=lambda g: g.goodput_per_gpu, reverse=True)
+        if len(ranked) < 2:
+            continue
+        best, second = ranked[0], ranked[1]
+        if second.goodput_per_gpu > 0:
+            ratio = f"{best.goodput_per_gpu / second.goodput_per_gpu:.2f}x {second.placement}"
+        else:
+            ratio = f"{second.placement} meets the SLO at no rate tried"
+        lines.append(f"best ({kind}): {best.placement} at {best.goodput_per_gpu:.3g} req/s per "
+                     f"GPU ({ratio})")
+    return lines
+
+
+def breakdown_table(result: BenchResult) -> Table | None:
+    rows = [r for r in result.runs if r.report.breakdown is not None]
+    if not rows:
+        return None
+    table = Table(title="Latency breakdown (mean ms per request)", title_justify="left")
+    table.add_column("target")
+    table.add_column("placement", overflow="fold")
+    table.add_column("rate\n(req/s)", justify="right")
+    for stage in StageMeans.STAGES:
+        table.add_column(stage.replace("_", "\n"), justify="right")
+    table.add_column("total", justify="right")
+    for run in rows:
+        b = run.report.breakdown
+        values = [getattr(b, s) * 1e3 for s in StageMeans.STAGES]
+        rate = "trace" if run.rate is None else f"{run.rate:.4g}"
+        table.add_row(run.target, run.placement, rate, *(f"{v:.1f}" for v in values),
+                      f"{sum(values):.1f}")
+    return table
+
+
+def print_summary(console: Console, result: BenchResult) -> None:
+    """The tables after the runs."""
+    for table in (attainment_table(result), real_vs_sim_table(result), goodput_table(result),
+                  breakdown_table(result)):
+        if table is not None:
+            console.print()
+            console.print(table)
+    for line in verdicts(result):
+        console.print(line)
+    for note in result.notes:
+        console.print(f"[yellow]note:[/] {note}")
