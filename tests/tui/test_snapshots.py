@@ -69,7 +69,11 @@ def test_dashboard_gpus(snap_compare):
 def test_chat_pane_after_an_exchange(snap_compare, size):
     async def chat(pilot):
         await _first_poll(pilot)
-        await pilot.press(*"What is the capital of France?")
+        from textual.widgets import Input
+
+        prompt = pilot.app.query_one("#prompt", Input)  # typing it key by key is slow
+        prompt.value = "What is the capital of France?"
+        prompt.cursor_position = len(prompt.value)
         await pilot.press("enter")
         while pilot.app.chat.last_output is None:
             await pilot.pause(0.05)
