@@ -34,8 +34,11 @@ def test_rates_one_list_or_sweep():
 
 
 def test_slo_preset_default_seconds_and_scale():
+    # The registry's own default, not the fallback: opt-66b's entry says chatbot-66b.
+    big = get_model_spec("opt-66b")
+    assert default_preset(big) == "chatbot-66b" != FALLBACK_PRESET
+    assert resolve_slo(big) == SLO.preset("chatbot-66b")
     spec = get_model_spec("opt-13b")
-    assert default_preset(spec) == getattr(spec, "default_slo", None) or FALLBACK_PRESET
     base = SLO.parse(default_preset(spec))
     assert resolve_slo(spec) == base
     assert resolve_slo(spec, "chatbot-66b") == SLO.preset("chatbot-66b")
