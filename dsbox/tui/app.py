@@ -86,6 +86,7 @@ class DsboxApp(App):
         Binding("f3", "rate_down", "Rate−"),
         Binding("f4", "rate_up", "Rate+"),
         Binding("f5", "next_workload", "Workload"),
+        Binding("f6", "toggle_chat", "Chat"),
         Binding("ctrl+q", "quit", "Quit", priority=True),
         Binding("escape", "cancel_reply", "Cancel", show=False),
     ]
@@ -224,6 +225,10 @@ class DsboxApp(App):
         self.chat.action_cancel_reply()
 
     # --- help and quitting --------------------------------------------------------------
+    def action_toggle_chat(self) -> None:
+        if self._main is not None and self.screen is self._main:
+            self._main.toggle_chat()
+
     def action_help(self) -> None:
         if not isinstance(self.screen, HelpScreen):
             self.push_screen(HelpScreen())

@@ -20,7 +20,7 @@ from dsbox.tui.format import ms, pct, rate
 from dsbox.tui.screens.help_screen import HelpScreen
 from dsbox.tui.widgets.chat_message import ChatMessage
 from dsbox.tui.widgets.load_panel import LoadPanel
-from dsbox.tui.widgets.window_summary import WindowSummary
+from dsbox.tui.widgets.window_summary import StatusLine, WindowSummary
 from dsbox.workloads import RequestSpec, load_workload
 from tests.tui.conftest import engine_fields
 from tests.tui.processes import alive, left_in_shm, shm_files, wait_gone
@@ -173,6 +173,35 @@ async def test_dashboard_figures_equal_the_metrics_report(engine):
     for got, want in ((point.ttft_p50, report.ttft.median), (point.ttft_p90, report.ttft.p90),
                       (point.tpot_p50, report.tpot.median), (point.tpot_p90, report.tpot.p90)):
         assert got == want or (math.isnan(got) and math.isnan(want))
+
+
+@pytest.mark.asyncio
+async def test_80x24_keeps_the_key_figures_in_view_and_f6_shows_the_whole_dashboard(engine):
+    app = _app(engine, workload="humaneval", load_rate=20.0)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await pilot.press("f2")
+        await until(pilot, lambda: app.load is not None and app.load.status().finished >= 3,
+                    what="load requests to finish")
+        await pilot.press("f2")
+        polls = app.num_polls
+        await until(pilot, lambda: app.num_polls >= polls + 1, what="one more poll")
+        line = app.query_one(StatusLine)
+        chat, dashboard = app.query_one("#chat"), app.query_one("#dashboard")
+        view, text = app.feed.last, _text(line)
+        # on screen at 80 x 24, one row, and the same report the dashboard shows
+        assert line.display and line.region.height == 1 and line.region.y < 24
+        assert f"SLO {pct(view.report.slo_attainment)}" in text
+        assert f"p90 TTFT {ms(view.report.ttft.p90)} TPOT {ms(view.report.tpot.p90)}" in text
+        assert f"{view.stats.num_waiting} wait {view.stats.num_running} run" in text
+        assert f"KV {pct(view.stats.kv_usage)}" in text
+        assert app.query_one("#prompt").has_focus
+        await pilot.press("f6")
+        await pilot.pause()
+        assert not chat.display and not line.display and dashboard.region.height >= 20
+        await pilot.press("f6")
+        await pilot.pause()
+        assert chat.display and line.display and app.query_one("#prompt").has_focus
+    app.load.stop(abort=True)
 
 
 def test_feed_histories_are_bounded(engine):

@@ -1,4 +1,5 @@
-"""Snapshots (pytest-textual-snapshot) of the dashboard at 80 x 24 and on a large terminal,
+"""Snapshots (pytest-textual-snapshot) of the dashboard at 80 x 24 (with the chat, and
+filling the screen after F6) and on a large terminal,
 the chat pane after an exchange, the help screen, and a GPU machine's devices panel.
 
 The app is fed fixed data through the engine's own types (``EngineStats`` snapshots,
@@ -54,6 +55,15 @@ async def _first_poll(pilot) -> None:
 
 def test_dashboard_80x24(snap_compare):
     assert snap_compare(fixed_app(), terminal_size=(80, 24), run_before=_first_poll)
+
+
+def test_dashboard_80x24_without_the_chat(snap_compare):
+    async def f6(pilot) -> None:
+        await _first_poll(pilot)
+        await pilot.press("f6")
+        await pilot.pause()
+
+    assert snap_compare(fixed_app(), terminal_size=(80, 24), run_before=f6)
 
 
 def test_dashboard_large_terminal(snap_compare):

@@ -26,6 +26,10 @@ HELP = """\
 - *Load generator*: replays a workload (ShareGPT, HumanEval, long documents) at a Poisson
   rate you set.
 
+On a terminal under 120 columns the chat sits below the dashboard, with the window's key
+figures (SLO attainment, TTFT and TPOT p90, request rate, queue, batch, KV usage) in one
+line above it; scroll the dashboard or press F6 to see all of it.
+
 **Chat** (right, or bottom): type and press Enter; the reply streams in and ends with its
 TTFT and TPOT. Set temperature, top-p and max tokens above the input.
 
@@ -37,6 +41,7 @@ TTFT and TPOT. Set temperature, top-p and max tokens above the input.
 | F2 | load generator on / off |
 | F3 / F4 | load rate down / up |
 | F5 | next workload |
+| F6 | hide the chat (the dashboard fills the screen) / bring it back |
 | F1 or ? | this help |
 | Ctrl+Q | quit (stops every worker) |
 """

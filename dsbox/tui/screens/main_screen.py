@@ -1,6 +1,7 @@
 """MainScreen: the dashboard (latency plots, window report, instances, placement, devices,
 load generator) beside the chat pane; side by side from 120 columns, stacked below that
-(the dashboard then scrolls above a chat of fixed height)."""
+(the dashboard then scrolls above a one-line status of the window and a chat of fixed
+height). F6 (``toggle_chat``) hides the chat so the dashboard fills the screen, and back."""
 
 from __future__ import annotations
 
@@ -16,7 +17,7 @@ from dsbox.tui.widgets.instances_table import InstancesTable
 from dsbox.tui.widgets.latency_plot import LatencyPlot
 from dsbox.tui.widgets.load_panel import LoadPanel
 from dsbox.tui.widgets.placement_panel import PlacementPanel
-from dsbox.tui.widgets.window_summary import WindowSummary
+from dsbox.tui.widgets.window_summary import StatusLine, WindowSummary
 
 
 class MainScreen(Screen):
@@ -39,6 +40,7 @@ class MainScreen(Screen):
                 yield self._placement_panel
                 yield DevicesPanel(id="devices")
                 yield LoadPanel(id="load")
+            yield StatusLine(id="status-line")
             yield self._chat
         yield Footer()
 
@@ -46,10 +48,22 @@ class MainScreen(Screen):
         self._chat.query_one("#prompt").focus()
         self.app.start_polling()
 
+    def toggle_chat(self) -> bool:
+        """Hide the chat (the dashboard fills the screen) or bring it back with the prompt
+        focused. Returns whether the chat is shown now."""
+        self.toggle_class("-dashboard-only")
+        shown = not self.has_class("-dashboard-only")
+        if shown:
+            self._chat.query_one("#prompt").focus()
+        else:
+            self.query_one("#dashboard").focus()
+        return shown
+
     def show(self, view: DashboardView) -> None:
         """Update every dashboard widget from one view (the caller batches the redraw)."""
         self.query_one("#ttft-plot", LatencyPlot).replot(view)
         self.query_one("#tpot-plot", LatencyPlot).replot(view)
         self.query_one(WindowSummary).show(view)
+        self.query_one(StatusLine).show(view)
         self.query_one(InstancesTable).show(view.stats)
         self.query_one(DevicesPanel).show(view.resources)
