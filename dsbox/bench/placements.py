@@ -1,5 +1,7 @@
 """Which placements a bench runs: ``--placement auto|TEXT`` (repeatable), and with
-``--compare colocated`` the colocated placement of the same device count beside each.
+``--compare colocated`` each one's counterpart in the other mode on as many devices beside
+it: the colocated placement of a disaggregated one, and a disaggregated split of a colocated
+one (``auto`` may choose colocated serving: the comparison is still both modes).
 
 ``auto`` is :func:`dsbox.cli.placement_choice.choose_placement`'s choice for this machine,
 the one ``dsbox run`` and ``dsbox serve`` make (the planner's on a profile of this machine,
@@ -40,6 +42,38 @@ def colocated_twin(text: str) -> str | None:
     return f"colocated:tp={tp}" + (f"*{replicas}" if replicas > 1 else "")
 
 
+def disaggregated_twin(text: str) -> str | None:
+    """A disaggregated placement of as many devices as the colocated ``text``: its replicas
+    split between prefill and decode (the extra one prefills), or with one replica its
+    stages (PP) or else its TP ranks halved between a prefill and a decode instance; None
+    when ``text`` is disaggregated already or cannot be split (one device)."""
+    placement = Placement.parse(text)
+    if placement.disaggregated or len(placement.instances) != 1:
+        return None
+    inst = placement.instances[0]
+    tp, pp, replicas = inst.tp, inst.pp, inst.replicas
+
+    def side(role: str, tp: int, pp: int, n: int) -> str:
+        return (f"{role}:tp={tp}" + (f",pp={pp}" if pp > 1 else "")
+                + (f"*{n}" if n > 1 else ""))
+
+    if replicas >= 2:
+        prefill, decode = (replicas + 1) // 2, replicas // 2
+        return f"{side('prefill', tp, pp, prefill)};{side('decode', tp, pp, decode)}"
+    if pp % 2 == 0:
+        tp, pp = tp, pp // 2
+    elif tp % 2 == 0:
+        tp = tp // 2
+    else:
+        return None
+    return f"{side('prefill', tp, pp, 1)};{side('decode', tp, pp, 1)}"
+
+
+def counterpart(text: str) -> str | None:
+    """``text``'s twin in the other mode on as many devices (None: there is none)."""
+    return colocated_twin(text) or disaggregated_twin(text)
+
+
 def bench_placements(texts: Sequence[str], spec: ModelSpec, devices: Devices,
                      compare: str | None = None, *, slo=None,
                      profile: str | None = None) -> list[BenchPlacement]:
@@ -57,8 +91,9 @@ def bench_placements(texts: Sequence[str], spec: ModelSpec, devices: Devices,
         canonical = Placement.parse(choice.placement).format(with_devices=False)
         out.setdefault(canonical, BenchPlacement(canonical, choice.rule))
         if compare == "colocated":
-            twin = colocated_twin(canonical)
+            twin = counterpart(canonical)
             if twin is not None:
+                mode = "colocated" if twin.startswith("colocated") else "disaggregated"
                 out.setdefault(twin, BenchPlacement(
-                    twin, f"--compare colocated: as many devices as {canonical}"))
+                    twin, f"--compare colocated: {mode} on as many devices as {canonical}"))
     return list(out.values())

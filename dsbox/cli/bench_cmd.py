@@ -117,7 +117,9 @@ def bench(
         help="auto, or placement text such as 'prefill:tp=1;decode:tp=1' (repeatable)")
     ] = None,
     compare: Annotated[str | None, typer.Option(
-        help="colocated: also run the colocated placement of the same device count")] = None,
+        help="colocated: also run each placement's counterpart in the other mode on as "
+             "many devices (a disaggregated placement's colocated twin, a colocated one's "
+             "disaggregated split), so both modes are measured")] = None,
     simulate: Annotated[bool, typer.Option(
         "--simulate", help="also (or only) run the trace through the simulator")] = False,
     real: Annotated[bool | None, typer.Option(

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from dsbox.bench.placements import bench_placements, colocated_twin
+from dsbox.bench.placements import bench_placements, colocated_twin, disaggregated_twin
 from dsbox.bench.rates import parse_rates
 from dsbox.bench.slo import FALLBACK_PRESET, default_preset, resolve_slo
 from dsbox.bench.workload import (
@@ -14,7 +14,7 @@ from dsbox.bench.workload import (
     prompts_of,
     synthetic_prompt,
 )
-from dsbox.config import SLO, get_model_spec
+from dsbox.config import SLO, Placement, get_model_spec
 from dsbox.devices import Devices
 from dsbox.engine.model.tokenizer import bundled_tokenizer
 from dsbox.workloads import Trace
@@ -62,12 +62,30 @@ def test_colocated_twin_has_the_same_device_count():
     assert colocated_twin("colocated:tp=2") is None
 
 
+def test_disaggregated_twin_splits_a_colocated_placement():
+    assert disaggregated_twin("colocated:tp=1*2") == "prefill:tp=1;decode:tp=1"
+    assert disaggregated_twin("colocated:tp=2*3") == "prefill:tp=2*2;decode:tp=2"
+    assert disaggregated_twin("colocated:tp=1,pp=2") == "prefill:tp=1;decode:tp=1"
+    assert disaggregated_twin("colocated:tp=2,pp=4") == "prefill:tp=2,pp=2;decode:tp=2,pp=2"
+    assert disaggregated_twin("colocated:tp=4") == "prefill:tp=2;decode:tp=2"
+    assert disaggregated_twin("colocated:tp=1") is None  # one device
+    assert disaggregated_twin("colocated:tp=3") is None
+    assert disaggregated_twin("prefill:tp=1;decode:tp=1") is None
+    for text in ("colocated:tp=1*2", "colocated:tp=2*3", "colocated:tp=2,pp=4"):
+        assert Placement.parse(disaggregated_twin(text)).num_devices == \
+            Placement.parse(text).num_devices
+
+
 def test_placements_auto_compare_and_duplicates():
     spec = get_model_spec("opt-tiny")
     two_cores = Devices("cpu", 2, "cpu", 8 << 30)
     got = bench_placements([], spec, two_cores, "colocated")
     assert [p.text for p in got] == ["prefill:tp=1;decode:tp=1", "colocated:tp=1*2"]
     assert "default rule" in got[0].rule and "--compare" in got[1].rule
+    # a colocated choice is compared with its disaggregated split
+    got = bench_placements(["colocated:tp=1,pp=2"], spec, two_cores, "colocated")
+    assert [p.text for p in got] == ["colocated:tp=1,pp=2", "prefill:tp=1;decode:tp=1"]
+    assert "disaggregated on as many devices" in got[1].rule
     got = bench_placements(["colocated:tp=1", "auto", "colocated:tp=1 "],
                            spec, Devices("cpu", 1, "cpu", 8 << 30))
     assert [p.text for p in got] == ["colocated:tp=1"]
