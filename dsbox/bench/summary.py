@@ -95,8 +95,9 @@ def real_vs_sim_table(result: BenchResult) -> Table | None:
     if not rows:
         return None
     table = Table(title="Measured against simulated SLO attainment", title_justify="left")
-    for col in ("placement", "rate (req/s)", "measured", "simulated", "sim - measured (pp)"):
-        table.add_column(col, justify="left" if col == "placement" else "right")
+    table.add_column("placement", overflow="fold", min_width=16)
+    for col in ("rate (req/s)", "measured", "simulated", "sim - measured\n(points)"):
+        table.add_column(col, justify="right")
     for row in rows:
         rate = "as recorded" if row["rate"] is None else f"{row['rate']:.4g}"
         table.add_row(row["placement"], rate, _pct(row["measured"]), _pct(row["simulated"]),
@@ -109,9 +110,11 @@ def goodput_table(result: BenchResult) -> Table | None:
         return None
     table = Table(title=f"Per-GPU goodput (highest rate with >= {result.slo.attainment:.0%} "
                         "SLO attainment; sweep + binary search)", title_justify="left")
-    for col in ("target", "placement", "devices", "goodput (req/s)", "per GPU (req/s)",
-                "fails at (req/s)", "search probes"):
-        table.add_column(col, justify="left" if col in ("target", "placement") else "right")
+    table.add_column("target")
+    table.add_column("placement", overflow="fold", min_width=16)
+    for col in ("GPUs", "goodput\n(req/s)", "per GPU\n(req/s)", "fails at\n(req/s)",
+                "probes"):
+        table.add_column(col, justify="right")
     for g in result.goodputs:
         table.add_row(g.target, g.placement or "endpoint", str(g.num_gpus), f"{g.goodput:.3g}",
                       f"{g.goodput_per_gpu:.3g}",
@@ -138,30 +141,38 @@ def verdicts(result: BenchResult) -> list[str]:
     return lines
 
 
-def breakdown_table(result: BenchResult) -> Table | None:
-    rows = [r for r in result.runs if r.report.breakdown is not None]
-    if not rows:
-        return None
-    table = Table(title="Latency breakdown (mean ms per request)", title_justify="left")
-    table.add_column("target")
-    table.add_column("placement", overflow="fold")
-    table.add_column("rate\n(req/s)", justify="right")
-    for stage in StageMeans.STAGES:
-        table.add_column(stage.replace("_", "\n"), justify="right")
-    table.add_column("total", justify="right")
-    for run in rows:
+STAGE_HEADERS = {"prefill_queueing": "prefill\nqueue", "prefill_execution": "prefill\nexec",
+                 "transfer": "KV\ntransfer", "decode_queueing": "decode\nqueue",
+                 "decode_execution": "decode\nexec"}
+
+
+def breakdown_tables(result: BenchResult) -> list[Table]:
+    """The five-stage latency breakdown, one table per target and placement (a row per
+    rate), narrow enough for an 80-column terminal."""
+    tables: dict[tuple[str, str], Table] = {}
+    for run in result.runs:
         b = run.report.breakdown
+        if b is None:
+            continue
+        key = (run.target, run.placement)
+        if key not in tables:
+            table = Table(title=f"Latency breakdown, {_series_name(*key)} (mean ms per "
+                                "request)", title_justify="left")
+            table.add_column("rate\n(req/s)", justify="right")
+            for stage in StageMeans.STAGES:
+                table.add_column(STAGE_HEADERS[stage], justify="right")
+            table.add_column("total", justify="right")
+            tables[key] = table
         values = [getattr(b, s) * 1e3 for s in StageMeans.STAGES]
         rate = "trace" if run.rate is None else f"{run.rate:.4g}"
-        table.add_row(run.target, run.placement, rate, *(f"{v:.1f}" for v in values),
-                      f"{sum(values):.1f}")
-    return table
+        tables[key].add_row(rate, *(f"{v:.1f}" for v in values), f"{sum(values):.1f}")
+    return list(tables.values())
 
 
 def print_summary(console: Console, result: BenchResult) -> None:
     """The tables after the runs."""
     for table in (attainment_table(result), real_vs_sim_table(result), goodput_table(result),
-                  breakdown_table(result)):
+                  *breakdown_tables(result)):
         if table is not None:
             console.print()
             console.print(table)
