@@ -66,14 +66,16 @@ def sample(logits: torch.Tensor, params: tuple[SamplingParams, ...],
     result = logits.argmax(dim=-1)
     rows = [i for i, g in enumerate(greedy) if not g]
     if rows:
-        sub = logits[rows]
+        sub = logits if len(rows) == len(params) else logits[rows]
         dev = logits.device
-        temp = torch.tensor([params[i].temperature for i in rows], device=dev)
-        sub = sub / temp.unsqueeze(1)
-        top_k = torch.tensor([params[i].top_k for i in rows], device=dev)
-        top_p = torch.tensor([params[i].top_p for i in rows], device=dev)
-        if bool((top_k > 0).any()) or bool((top_p < 1).any()):
-            sub = _filter_top_k_top_p(sub, top_k, top_p)
+        chosen = [params[i] for i in rows]
+        # one host-to-device copy for every row's settings, and the filter decision taken
+        # on the host (no device sync)
+        knobs = torch.tensor([[p.temperature, p.top_k, p.top_p] for p in chosen],
+                             dtype=torch.float32).to(dev, non_blocking=True)
+        sub = sub / knobs[:, 0:1]
+        if any(p.top_k > 0 or p.top_p < 1 for p in chosen):
+            sub = _filter_top_k_top_p(sub, knobs[:, 1].long(), knobs[:, 2])
         probs = sub.softmax(dim=-1)
         noise = torch.empty_like(probs)
         for j, i in enumerate(rows):
