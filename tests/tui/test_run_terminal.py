@@ -1,7 +1,7 @@
 """``dsbox run`` in real terminals: a tmux smoke test (dashboard up, a chat message answered
-on screen, quit, nothing left), and SIGINT, SIGTERM, SIGHUP and a crash of the app under a
-pseudo-terminal, each of which must stop every worker process and leave nothing in /dev/shm
-that the run had mapped or open."""
+on screen, quit, nothing left), ``make run`` at 80 x 24 on the bundled default model, and
+SIGINT, SIGTERM, SIGHUP and a crash of the app under a pseudo-terminal, each of which must
+stop every worker process and leave nothing in /dev/shm that the run had mapped or open."""
 
 from __future__ import annotations
 
@@ -19,6 +19,7 @@ import termios
 import textwrap
 import threading
 import time
+from pathlib import Path
 
 import pytest
 
@@ -98,6 +99,56 @@ def test_tmux_smoke(preln_ckpt, engine, tmp_path):
         assert not wait_gone(tree), "processes left behind"
         assert not marked(mark), "orphaned processes"
         assert not left_in_shm(shm)
+    finally:
+        subprocess.run([*tmux, "kill-server"], capture_output=True)
+
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def _make_run_ready() -> bool:
+    """``make run`` would start at once: make is there and .venv is installed and current."""
+    if shutil.which("make") is None or not (REPO / ".venv" / ".installed").is_file():
+        return False
+    return subprocess.run(["make", "-q", ".venv/.installed"], cwd=REPO,
+                          capture_output=True).returncode == 0
+
+
+@pytest.mark.skipif(shutil.which("tmux") is None, reason="tmux is not installed")
+@pytest.mark.skipif(not _make_run_ready(), reason="make run needs an installed, current .venv")
+def test_make_run_opens_the_app_on_the_default_model_at_80x24():
+    """The README's first command: the app on dsbox-chat (no model given, auto placement),
+    on the smallest terminal it supports, answering a chat message in words."""
+    sock = mark = f"dsbox-make-run-{os.getpid()}"
+    tmux = ["tmux", "-L", sock]
+    command = (shlex.join(["env", f"{MARK}={mark}", "make", "-s", "-C", str(REPO), "run"])
+               + "; echo EXITED $?; sleep 120")
+    subprocess.run([*tmux, "new-session", "-d", "-x", "80", "-y", "24", command],
+                   env=terminal_env(), check=True)
+    try:
+        def pane() -> str:
+            return subprocess.run([*tmux, "capture-pane", "-p"], capture_output=True,
+                                  text=True).stdout
+
+        shell = int(subprocess.run([*tmux, "display", "-p", "#{pane_pid}"],
+                                   capture_output=True, text=True).stdout)
+        _wait(lambda: "dsbox-chat" in pane() and "Message the model" in pane()
+              and "KV" in pane(), STARTUP_TIMEOUT, "the app on dsbox-chat")
+        tree = descendants(shell)
+        subprocess.run([*tmux, "send-keys", "What is the weather like today?", "Enter"],
+                       check=True)
+
+        def answered() -> str | None:
+            screen = pane()
+            return screen if re.search(r"TTFT [\d.]+ ms · TPOT [\d.]+ ms", screen) else None
+
+        screen = _wait(answered, 120, "the reply")
+        reply = screen.split("What is the weather like today?")[-1]
+        assert len(re.findall(r"\b[a-z]{3,}\b", reply)) >= 5, screen  # words, not bytes
+        subprocess.run([*tmux, "send-keys", "C-q"], check=True)
+        _wait(lambda: "EXITED 0" in pane(), 60, "make run to exit")
+        assert not wait_gone(tree), "processes left behind"
+        assert not marked(mark), "orphaned processes"
     finally:
         subprocess.run([*tmux, "kill-server"], capture_output=True)
 
