@@ -25,7 +25,7 @@ from multiprocessing.connection import wait as wait_sentinels
 
 import torch
 
-from dsbox.client.base import EngineClient, OutputCallback, Prompt
+from dsbox.client.base import EngineClient, EngineInfo, OutputCallback, Prompt
 from dsbox.config import EngineConfig
 from dsbox.engine.core.request_tracker import RequestTracker
 from dsbox.engine.core.sampling_params import SamplingParams
@@ -201,6 +201,11 @@ class Engine(EngineClient):
         if kind == "state_sizes":
             return self._state_sizes()
         raise ValueError(kind)
+
+    def info(self) -> EngineInfo:
+        return EngineInfo(model=self.spec.name, source=self.source.where,
+                          dtype=str(self.dtype).removeprefix("torch."),
+                          device=str(self.device), placement=self.placement.format())
 
     def stats(self) -> EngineStats:
         return self._ask_loop("stats")
