@@ -89,7 +89,7 @@ class Engine(EngineClient):
         self._probe_id = 0
         self.probe_timeout_s = PROBE_TIMEOUT_S
         self._started = time.monotonic()
-        self.instances = [Instance(i, s.role, s.tp, s.pp, setup.device_names(s))
+        self.instances = [Instance(i, s.role, s.tp, s.pp, setup.names[i])
                           for i, s in enumerate(setup.instances)]
         self._launcher = None
         try:
@@ -276,8 +276,8 @@ class Engine(EngineClient):
 
     # --- the loop ------------------------------------------------------------------------
     def _loop(self) -> None:
-        if self.device.type == "cuda":
-            torch.cuda.set_device(self.device)
+        if self.device.type == "cuda":  # Triton launches on the current device
+            torch.cuda.set_device(self.setup.run_device)
         try:
             last_health = 0.0
             while not self._stopping.is_set():
