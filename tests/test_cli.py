@@ -100,7 +100,7 @@ def test_run_options_reach_the_engine(env, preln_ckpt):
     out = proc.stdout
     assert f"{(4 << 20) // per_block} KV blocks of 16 tokens" in out
     assert "placement colocated:tp=1" in out and "chosen by: given with --placement" in out
-    assert "torch.float32 on cpu" in out
+    assert "M parameters, float32 on cpu, placement" in out  # the client's EngineInfo
     assert out.count("output:") == 3 and "Once upon a time" in out
 
 
@@ -110,7 +110,7 @@ def test_run_dummy_weights(env):
                  env=env)
     assert proc.returncode == 0, proc.stderr
     assert "opt-125m" in proc.stdout and "125.2 M parameters" in proc.stdout
-    assert "torch.bfloat16" in proc.stdout
+    assert "parameters, bfloat16 on cpu" in proc.stdout
 
 
 # --- bad input: one line on stderr, exit code 2 ---------------------------------------------

@@ -92,3 +92,71 @@ def test_a_users_registry_replaces_the_shipped_one(tmp_path):
     proc = subprocess.run([*cli, "models"], env=dict(env, DSBOX_MODELS_TOML=str(bad)),
                           capture_output=True, text=True, timeout=120)
     assert "not valid TOML" in proc.stderr and "Traceback" not in proc.stderr
+
+
+@pytest.mark.parametrize("placement, needle", [
+    ("prefill:tp=1", "needs a decode instance"),
+    ("colocated:tq=2", "bad parameter"),
+    (3, "must be placement text"),
+])
+def test_bad_placement_entry_names_the_entry(placement, needle):
+    entry = {"hidden_size": 64, "num_layers": 2, "num_heads": 4, "ffn_dim": 8,
+             "placement": placement}
+    with pytest.raises(ValueError, match=r"models.toml \[x\]") as info:
+        _registry_entry("x", entry)
+    assert needle in str(info.value)
+
+
+TINY = 'hidden_size = 64\nnum_layers = 2\nnum_heads = 4\nffn_dim = 128\nbundled = true\n'
+
+
+def test_a_registry_placement_is_what_auto_chooses(tmp_path, monkeypatch):
+    """``--placement auto`` takes the placement of the model's entry in a user's registry
+    (run, serve and bench all choose through ``choose_placement``), and says so; a model
+    without one still gets the default rule."""
+    from dsbox.bench.placements import bench_placements
+    from dsbox.cli.placement_choice import choose_placement
+    from dsbox.devices import Devices
+
+    mine = tmp_path / "mine.toml"
+    mine.write_text(f'[placed]\n{TINY}placement = "prefill:tp=1 * 2 ; decode:tp=1"\n'
+                    f'[unplaced]\n{TINY}')
+    monkeypatch.setenv("DSBOX_MODELS_TOML", str(mine))
+    cpu2 = Devices("cpu", 2, "cpu", 1 << 30)
+    placed = get_model_spec("placed")
+    assert placed.default_placement == "prefill:tp=1*2;decode:tp=1"
+    got = choose_placement("auto", placed, cpu2)
+    assert got.placement == "prefill:tp=1*2;decode:tp=1"
+    assert "model registry" in got.rule and "placed" in got.rule
+    (bench,) = bench_placements(["auto"], placed, cpu2)
+    assert bench.text == "prefill:tp=1*2;decode:tp=1" and "model registry" in bench.rule
+    assert choose_placement("colocated:tp=1", placed, cpu2).rule == "given with --placement"
+    other = choose_placement("auto", get_model_spec("unplaced"), cpu2)
+    assert other.placement == "prefill:tp=1;decode:tp=1" and "default rule" in other.rule
+
+
+def test_dsbox_run_uses_the_registry_placement(tmp_path):
+    """End to end: ``dsbox --models-file FILE run`` serves with the entry's placement and
+    prints that the registry chose it; a malformed placement is one error line naming the
+    file and the entry."""
+    mine = tmp_path / "mine.toml"
+    mine.write_text(f'[placed]\n{TINY}placement = "colocated:tp=1"\n')
+    env = dict(os.environ, COLUMNS="300", NO_COLOR="1", OMP_NUM_THREADS="1")
+    env.pop("DSBOX_MODELS_TOML", None)
+    cli = [sys.executable, "-m", "dsbox", "--models-file", str(mine)]
+    proc = subprocess.run([*cli, "run", "placed", "--no-tui", "-p", "Hi", "--max-tokens", "2",
+                           "--device", "cpu", "--dtype", "float32",
+                           "--kv-cache-memory", "4MiB"],
+                          env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    # without the registry's choice the default rule would split 2 cores into P + D
+    assert "placement colocated:tp=1," in proc.stdout, proc.stdout
+    assert "placement chosen by: the model registry" in proc.stdout, proc.stdout
+    bad = tmp_path / "bad.toml"
+    bad.write_text(f'[placed]\n{TINY}placement = "decode:tp=1"\n')
+    proc = subprocess.run([sys.executable, "-m", "dsbox", "--models-file", str(bad), "run",
+                           "placed", "--no-tui"], env=env, capture_output=True, text=True,
+                          timeout=120)
+    lines = proc.stderr.strip().splitlines()
+    assert proc.returncode == 2 and len(lines) == 1 and lines[0].startswith("error:"), lines
+    assert str(bad) in lines[0] and "[placed]" in lines[0] and "prefill" in lines[0]

@@ -1,6 +1,7 @@
 """``--placement auto|TEXT`` for ``run``, ``serve`` and ``bench``: which placement, and why.
 
-A placement given as text is used as it is. ``auto`` (the default) is
+A placement given as text is used as it is. ``auto`` (the default) is the model's
+``placement`` in the registry (``models.toml``) when its entry gives one, else
 :func:`dsbox.placement.auto.choose_placement` on this machine's devices: the planner's best
 of disaggregated and colocated serving when a latency profile exists for this model on this
 device (measured by ``dsbox profile``, built in, or derived for a known GPU); without one
@@ -37,4 +38,5 @@ def choose_placement(text: str | None, spec: ModelSpec, devices: Devices, *,
     from dsbox.placement.auto import choose_placement as plan_choice
 
     choice = plan_choice(spec, devices.profile_key, devices.count, slo, profile)
-    return PlacementChoice(choice.placement.format(False), choice.reason)
+    # a registry placement keeps its explicit device ids; a planned one is placed in order
+    return PlacementChoice(choice.placement.format(choice.source == "registry"), choice.reason)

@@ -48,10 +48,10 @@ def model_slo(spec, text: str | None):
 
 def _describe(client, rule: str) -> str:
     """What was loaded, where it runs, and why this placement."""
-    stats = client.stats()
-    return (f"[bold]{escape(client.spec.name)}[/] ({escape(client.source.where)}); "
-            f"{client.spec.num_params / 1e6:.1f} M parameters, {client.dtype} on "
-            f"{client.device}, placement {client.placement.format(False)}, "
+    stats, info = client.stats(), client.info()
+    return (f"[bold]{escape(info.model)}[/] ({escape(info.source)}); "
+            f"{client.spec.num_params / 1e6:.1f} M parameters, {info.dtype} on "
+            f"{info.device}, placement {client.placement.format(False)}, "
             f"{stats.kv_blocks_total} KV blocks of {client.config.block_size} tokens\n"
             f"placement chosen by: {escape(rule)}")
 

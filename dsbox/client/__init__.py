@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from dsbox.client.base import EngineClient, OutputCallback
+from dsbox.client.base import EngineClient, EngineInfo, OutputCallback
 from dsbox.config import EngineConfig
 
 
@@ -28,4 +28,4 @@ def open_engine(config: EngineConfig | None = None, *,
     return Engine(config, on_progress=on_progress)
 
 
-__all__ = ["EngineClient", "OutputCallback", "open_engine"]
+__all__ = ["EngineClient", "EngineInfo", "OutputCallback", "open_engine"]

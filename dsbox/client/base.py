@@ -5,6 +5,11 @@ batch), abort it, read a stats snapshot, the health and the log of finished requ
 close. Whether the instances run in this process or in worker processes is the engine's
 business: a front end holds an ``EngineClient`` and never asks which.
 
+What a front end may read about the engine is declared here: the attributes of
+:class:`EngineClient` (config, model shapes, tokenizer, placement, length limit) and
+:meth:`EngineClient.info` (:class:`EngineInfo`: the model, where its weights came from, the
+dtype, the device, the placement, as text). Nothing else of an implementation is read.
+
 Every method may be called from any thread. Bad input (an empty prompt, token ids outside
 the vocabulary, a prompt longer than the model's limit) raises ``ValueError`` at
 submission, before anything is queued.
@@ -16,6 +21,7 @@ import asyncio
 import threading
 from abc import ABC, abstractmethod
 from collections.abc import AsyncIterator, Callable, Sequence
+from dataclasses import dataclass
 
 from dsbox.config import EngineConfig, ModelSpec
 from dsbox.config.placement import Placement
@@ -27,6 +33,17 @@ from dsbox.metrics.stats import EngineStats, Health
 
 OutputCallback = Callable[[RequestOutput], None]
 Prompt = str | Sequence[int]
+
+
+@dataclass(frozen=True, slots=True)
+class EngineInfo:
+    """What was loaded and where it runs, for a front end to show."""
+
+    model: str          # the model's name (registry name, or the checkpoint folder's)
+    source: str         # where its weights came from ("bundled checkpoint ...", "dummy ...")
+    dtype: str          # "float32", "float16" or "bfloat16"
+    device: str         # "cpu", "cuda" or "cuda:N"
+    placement: str      # text form, devices assigned
 
 
 class EngineClient(ABC):
@@ -58,6 +75,10 @@ class EngineClient(ABC):
         Unknown or finished ids are ignored."""
 
     # --- state ---------------------------------------------------------------------------
+    @abstractmethod
+    def info(self) -> EngineInfo:
+        """The model, its weights' source, dtype, device and placement."""
+
     @abstractmethod
     def stats(self) -> EngineStats:
         """A snapshot of every instance and the engine's counters."""

@@ -8,6 +8,10 @@ A registry entry either gives the shapes itself (``hidden_size``, ``num_layers``
 for a checkpoint shipped inside the package, a ``path`` relative to the ``dsbox`` package
 (``path = "data/models/dsbox-chat"``): such an entry is bundled, and its shapes come from the
 ``config.json`` there (the registry never repeats them).
+
+An entry may give a default ``placement`` (placement text, e.g. ``"colocated:tp=1"``): then
+``--placement auto`` uses it for that model instead of planning. It is parsed when the
+registry loads, so a malformed one is an error naming the entry.
 """
 
 from __future__ import annotations
@@ -42,6 +46,7 @@ class ModelSpec:
     bundled: bool = False
     description: str = ""
     default_slo: str | None = None  # SLO preset for planning (models.toml ``slo``)
+    default_placement: str | None = None  # ``--placement auto`` uses it (``placement``)
     path: str | None = None      # bundled checkpoint: directory relative to the dsbox package
     bos_token_id: int = 2
     eos_token_id: int = 2
@@ -56,6 +61,18 @@ class ModelSpec:
         if self.default_slo is not None and self.default_slo not in SLO_PRESETS:
             raise ValueError(f"model {self.name!r}: slo {self.default_slo!r} is not a preset "
                              f"({', '.join(SLO_PRESETS)})")
+        if self.default_placement is not None:
+            from dsbox.config.placement import Placement
+
+            if not isinstance(self.default_placement, str):
+                raise ValueError(f"model {self.name!r}: placement must be placement text such "
+                                 f"as \"colocated:tp=1\", got {self.default_placement!r}")
+            try:
+                text = Placement.parse(self.default_placement).format()
+            except ValueError as exc:
+                raise ValueError(f"model {self.name!r}: placement "
+                                 f"{self.default_placement!r} is not a placement ({exc})") from None
+            object.__setattr__(self, "default_placement", text)
         if self.hidden_size % self.num_heads:
             raise ValueError(
                 f"model {self.name!r}: hidden_size {self.hidden_size} is not divisible by "
@@ -156,7 +173,7 @@ class ModelSpec:
 
 SHAPE_KEYS = ("hidden_size", "num_layers", "num_heads", "ffn_dim", "max_position_embeddings",
               "word_embed_proj_dim", "do_layer_norm_before")
-ENTRY_KEYS = (*SHAPE_KEYS, "hf_repo", "bundled", "description", "path", "slo")
+ENTRY_KEYS = (*SHAPE_KEYS, "hf_repo", "bundled", "description", "path", "slo", "placement")
 
 
 def package_path(relative: str) -> Path:
@@ -166,6 +183,16 @@ def package_path(relative: str) -> Path:
 
 
 def _registry_entry(name: str, entry: dict) -> ModelSpec:
+    try:
+        return _build_entry(name, entry)
+    except ValueError as exc:
+        message = str(exc)
+        if message.startswith("models.toml"):
+            raise
+        raise ValueError(f"models.toml [{name}]: {message}") from None
+
+
+def _build_entry(name: str, entry: dict) -> ModelSpec:
     unknown = sorted(set(entry) - set(ENTRY_KEYS))
     if unknown:
         raise ValueError(f"models.toml [{name}]: unknown key(s) {', '.join(unknown)}")
@@ -180,7 +207,7 @@ def _registry_entry(name: str, entry: dict) -> ModelSpec:
         shapes = ModelSpec.from_hf_dir(directory)
         return replace(shapes, name=name, hf_repo=entry.get("hf_repo"), bundled=True,
                        description=entry.get("description", ""), path=entry["path"],
-                       default_slo=entry.get("slo"))
+                       default_slo=entry.get("slo"), default_placement=entry.get("placement"))
     return ModelSpec(
         name=name,
         hidden_size=entry["hidden_size"],
@@ -194,6 +221,7 @@ def _registry_entry(name: str, entry: dict) -> ModelSpec:
         bundled=entry.get("bundled", False),
         description=entry.get("description", ""),
         default_slo=entry.get("slo"),
+        default_placement=entry.get("placement"),
     )
 
 
@@ -221,7 +249,12 @@ def load_registry() -> dict[str, ModelSpec]:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise ValueError(f"{where}: not valid TOML ({exc})") from None
-    return {name: _registry_entry(name, entry) for name, entry in data.items()}
+    try:
+        return {name: _registry_entry(name, entry) for name, entry in data.items()}
+    except ValueError as exc:
+        if path is None:
+            raise
+        raise ValueError(str(exc).replace("models.toml", str(path), 1)) from None
 
 
 def get_model_spec(name: str) -> ModelSpec:

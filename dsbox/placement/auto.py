@@ -10,6 +10,9 @@ the planner's verdict as the reason. The search uses coarse settings
 (:data:`AUTO_SETTINGS`: probes of at most 600 requests / 30 s of arrivals, a 5% rate
 grid) so that it takes a few seconds at start-up; ``dsbox plan`` searches finer.
 
+A model whose registry entry gives a ``placement`` (``models.toml``) gets that one, without
+planning; the reason says that the registry chose it.
+
 Without a profile, or when no placement meets the SLO on it, a default rule decides: one
 prefill and one decode instance (TP 1 each) when there are at least two devices, else one
 colocated instance; the reason says which rule chose it and why.
@@ -31,6 +34,7 @@ from dsbox.placement.profile_source import load_profile
 AUTO_SETTINGS = SearchSettings(num_requests=600, min_requests=100, window=30.0,
                                tolerance=0.05)
 PROFILE_DIR = Path("profiles")  # where ``dsbox profile`` writes by default
+SOURCES = ("plan", "rule", "registry")
 
 
 @dataclass(frozen=True, slots=True)
@@ -40,7 +44,8 @@ class PlacementChoice:
     placement: Placement
     mode: str                          # "disaggregated" or "colocated"
     reason: str
-    source: str                        # "plan": searched on a profile; "rule": default rule
+    source: str                        # "plan": searched on a profile; "rule": default
+    #                                    rule; "registry": the model's models.toml entry
     disagg_goodput: float | None = None     # req/s per device, simulated
     colocated_goodput: float | None = None  # req/s per device, simulated
     ratio: float | None = None              # winner / other
@@ -51,8 +56,8 @@ class PlacementChoice:
     def __post_init__(self) -> None:
         if self.mode not in ("disaggregated", "colocated"):
             raise ValueError(f"mode must be disaggregated or colocated, got {self.mode!r}")
-        if self.source not in ("plan", "rule"):
-            raise ValueError(f"source must be plan or rule, got {self.source!r}")
+        if self.source not in SOURCES:
+            raise ValueError(f"source must be one of {', '.join(SOURCES)}, got {self.source!r}")
 
 
 def default_rule(count: int, why: str) -> PlacementChoice:
@@ -70,6 +75,17 @@ def default_rule(count: int, why: str) -> PlacementChoice:
         rule = "default rule: one colocated instance, as there is one device"
         mode = "colocated"
     return PlacementChoice(placement, mode, f"{rule}; {why}", "rule")
+
+
+def registry_choice(spec: ModelSpec) -> PlacementChoice | None:
+    """The placement the model's registry entry gives (``placement`` in models.toml)."""
+    if spec.default_placement is None:
+        return None
+    placement = Placement.parse(spec.default_placement)
+    mode = "disaggregated" if placement.disaggregated else "colocated"
+    return PlacementChoice(placement, mode,
+                           f"the model registry: {spec.name}'s entry in models.toml gives "
+                           f"placement = \"{placement.format()}\"", "registry")
 
 
 def _find_profile(model: str, device: str, profile):
@@ -99,6 +115,9 @@ def choose_placement(model: ModelSpec | str, device: str, count: int,
     spec = model if isinstance(model, ModelSpec) else get_model_spec(model)
     if count < 1:
         raise ValueError(f"need at least one device, got {count}")
+    chosen = registry_choice(spec)
+    if chosen is not None:
+        return chosen
     prof, why_not = _find_profile(spec.name, device.strip().lower(), profile)
     if prof is None:
         return default_rule(count, why_not)

@@ -286,7 +286,7 @@ def make_app(client, *, choice: PlacementChoice | None = None, devices: Devices 
 
     opts = AppOptions(**options)
     if devices is None:
-        devices = discover_devices(str(client.device) if hasattr(client, "device") else "auto")
+        devices = discover_devices(client.info().device)
     if choice is None:
         choice = PlacementChoice(client.placement.format(False), "given to the app")
     if resources is None:

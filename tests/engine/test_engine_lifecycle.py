@@ -101,6 +101,7 @@ def test_random_churn_leaves_no_blocks(llm, seed):
         prompt, sp = pending.pop()
         params[client.submit(prompt, sp, on_output)] = sp
 
+    before = client.stats()
     for _ in range(6):
         add()
     aborted: set[int] = set()
@@ -114,6 +115,7 @@ def test_random_churn_leaves_no_blocks(llm, seed):
     assert done.wait(60), "the engine did not drain"
     assert llm.stats().kv_blocks_used == 0
     assert not any(client.state_sizes().values())
+    check_counters(before, client.stats(), last)
     preemptions = 0
     for rid, out in last.items():
         assert out.finished
@@ -128,6 +130,28 @@ def test_random_churn_leaves_no_blocks(llm, seed):
         check_lifecycle(lc, out.finish_reason == "abort")
     print("preemptions", preemptions)
     assert preemptions > 0, "the pool must be small enough to preempt"
+
+
+def check_counters(before, after, finals: dict[int, RequestOutput]) -> None:
+    """The engine's counters moved by exactly the requests sent and how each ended."""
+    from collections import Counter
+
+    assert after.num_requests - before.num_requests == len(finals)
+    assert after.num_unfinished == 0
+    sent = Counter(o.finish_reason for o in finals.values())
+    moved = Counter(after.finished_by_reason())
+    moved.subtract(before.finished_by_reason())
+    assert +moved == sent, (moved, sent)
+    assert after.generation_tokens - before.generation_tokens >= sum(
+        len(o.token_ids) for o in finals.values())
+
+
+def test_engine_info_says_what_runs_where(llm, preln_ckpt):
+    from dsbox.client import EngineInfo
+
+    info = llm.client.info()
+    assert info == EngineInfo(model=preln_ckpt.name, source=f"local directory {preln_ckpt}",
+                              dtype="float32", device="cpu", placement="colocated:tp=1@0")
 
 
 def check_finish_reason(client, out, params: SamplingParams) -> None:

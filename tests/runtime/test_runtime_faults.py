@@ -141,12 +141,42 @@ def test_killed_worker_fails_its_requests_fast(preln_ckpt):
         assert all(o.error is None and len(o.token_ids) == 4 for o in later)
         assert _wait(lambda: len(finals) == len(rids), 300)
         health = ctl.health()
+        # the failed requests left nothing behind, in the failed instance's maps neither
+        assert _wait(lambda: ctl.stats().kv_blocks_used == 0, 5), ctl.stats()
+        sizes = ctl.state_sizes()
+        stats = ctl.stats()
+    assert not any(sizes.values()), {k: v for k, v in sizes.items() if v}
+    assert "prefill0.scheduler.seqs" in sizes and "prefill0.encoder.known" in sizes
+    workers = {k for k in sizes if k.startswith("worker")}
+    assert workers == {"worker1.0.requests", "worker2.0.requests"}  # the live ones
+    assert stats.num_requests == len(rids) + 3 == stats.num_finished()
+    assert stats.finished_by_reason()["error"] == len(failed()) > 0
     assert not health.ok and not health.instances[0][2] and health.instances[0][3]
     assert health.instances[1][2] and health.instances[2][2]
     errors = [o for o in finals.values() if o.error]
     assert all("instance 0" in o.error for o in errors)
     ok = [o for o in finals.values() if not o.error]
     assert ok and all(len(o.token_ids) == 400 for o in ok)
+
+
+def test_a_worker_that_does_not_answer_the_probe_is_an_error(preln_ckpt):
+    """``state_sizes`` names a worker that does not answer its probe (here: stopped with
+    SIGSTOP) instead of leaving its key out; once it runs again, its late answer to the old
+    probe is not taken for the new one's, and the sizes are all there."""
+    with open_engine(_config(preln_ckpt, "prefill:tp=1;decode:tp=1")) as ctl:
+        ctl.generate([[2, 5, 6, 7]], SamplingParams(max_tokens=3, temperature=0))
+        ctl.probe_timeout_s = 1.0
+        pid = ctl.stats().instances[1].pids[0]
+        os.kill(pid, signal.SIGSTOP)
+        try:
+            with pytest.raises(RuntimeError, match="decode instance 1 rank 0"):
+                ctl.state_sizes()
+        finally:
+            os.kill(pid, signal.SIGCONT)
+        ctl.probe_timeout_s = 20.0
+        sizes = ctl.state_sizes()
+    assert {"worker0.0.requests", "worker1.0.requests"} <= sizes.keys()
+    assert not any(sizes.values()), sizes
 
 
 SCRIPT = """

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from dsbox.client.base import EngineClient
+from dsbox.client.base import EngineClient, EngineInfo
 from dsbox.config import get_model_spec
 from dsbox.config.placement import Placement
 from dsbox.engine.core.request_output import RequestOutput
@@ -42,7 +42,6 @@ class FixedClient(EngineClient):
         self.tokenizer = bundled_tokenizer()
         self.placement = Placement.parse(placement)
         self.max_model_len = 2048
-        self.device = device
         self.closed = False
         self._devices = device
         self._rng = np.random.default_rng(seed)
@@ -91,6 +90,10 @@ class FixedClient(EngineClient):
                            num_requests=done + 5, finished={"length": done},
                            prompt_tokens=60 * done, generation_tokens=17 * done,
                            num_unfinished=5)
+
+    def info(self) -> EngineInfo:
+        return EngineInfo(self.spec.name, "bundled (random weights, seed 0)", "float32",
+                          self._devices, self.placement.format())
 
     def finished_since(self, cursor: int = 0):
         return self._log[cursor:], len(self._log)

@@ -95,3 +95,12 @@ def test_chat_pane_after_an_exchange(snap_compare, size):
 def test_help_screen(snap_compare):
     assert snap_compare(fixed_app(), terminal_size=(80, 24), press=["f1"],
                         run_before=_first_poll)
+
+
+def test_the_app_reads_the_device_from_the_client_info():
+    """Without ``devices`` the app asks the client (``EngineClient.info``) which device the
+    engine runs on: a CPU engine's app shows the CPU cores, whatever GPUs there are."""
+    from dsbox.devices import discover_devices
+
+    app = make_app(FixedClient(device="cpu"), resources=cpu_sample, poll_interval_s=3600.0)
+    assert app.devices == discover_devices("cpu")  # not the GPUs "auto" would find

@@ -64,8 +64,8 @@ def _has_tokenizer(path: Path) -> bool:
 
 def _from_dir(path: Path, where: str, registry: ModelSpec | None = None) -> ModelSource:
     """A checkpoint directory. Its ``config.json`` gives the shapes (it describes the weights
-    that are there); a registry entry found by name only lends its name, repo and
-    description."""
+    that are there); a registry entry found by name only lends its name, repo, description
+    and defaults (SLO preset, placement)."""
     if not (path / "config.json").is_file():
         what = "is empty" if not any(path.iterdir()) else "has no config.json"
         raise ModelNotFoundError(f"{path} {what}: a checkpoint directory holds the model's "
@@ -74,7 +74,8 @@ def _from_dir(path: Path, where: str, registry: ModelSpec | None = None) -> Mode
     if registry is not None:
         spec = replace(spec, name=registry.name, hf_repo=registry.hf_repo,
                        description=registry.description, bundled=registry.bundled,
-                       path=registry.path)
+                       path=registry.path, default_slo=registry.default_slo,
+                       default_placement=registry.default_placement)
     return ModelSource(spec, path, path if _has_tokenizer(path) else None, where)
 
 

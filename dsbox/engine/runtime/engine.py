@@ -25,7 +25,7 @@ from multiprocessing.connection import wait as wait_sentinels
 
 import torch
 
-from dsbox.client.base import EngineClient, OutputCallback, Prompt
+from dsbox.client.base import EngineClient, EngineInfo, OutputCallback, Prompt
 from dsbox.config import EngineConfig
 from dsbox.engine.core.request_tracker import RequestTracker
 from dsbox.engine.core.sampling_params import SamplingParams
@@ -56,6 +56,7 @@ from dsbox.metrics.stats import EngineStats, Health
 logger = logging.getLogger("dsbox")
 STARTUP_TIMEOUT_S = 600.0
 HEALTH_CHECK_S = 0.05
+PROBE_TIMEOUT_S = 20.0  # how long state_sizes waits for every live worker's answer
 
 
 class Engine(EngineClient):
@@ -84,8 +85,11 @@ class Engine(EngineClient):
         self._thread: threading.Thread | None = None
         self.loop_error: BaseException | None = None
         self._probes: dict[tuple[int, int], int] | None = None
+        self._probe_ids = itertools.count(1)
+        self._probe_id = 0
+        self.probe_timeout_s = PROBE_TIMEOUT_S
         self._started = time.monotonic()
-        self.instances = [Instance(i, s.role, s.tp, s.pp, setup.device_names(s))
+        self.instances = [Instance(i, s.role, s.tp, s.pp, setup.names[i])
                           for i, s in enumerate(setup.instances)]
         self._launcher = None
         try:
@@ -202,6 +206,11 @@ class Engine(EngineClient):
             return self._state_sizes()
         raise ValueError(kind)
 
+    def info(self) -> EngineInfo:
+        return EngineInfo(model=self.spec.name, source=self.source.where,
+                          dtype=str(self.dtype).removeprefix("torch."),
+                          device=str(self.device), placement=self.placement.format())
+
     def stats(self) -> EngineStats:
         return self._ask_loop("stats")
 
@@ -222,7 +231,7 @@ class Engine(EngineClient):
 
     def state_sizes(self) -> dict[str, int]:
         """Sizes of every per-request map in the engine and its workers (0 when idle)."""
-        return self._ask_loop("state_sizes", timeout=30.0)
+        return self._ask_loop("state_sizes", timeout=self.probe_timeout_s + 10.0)
 
     def _stats(self) -> EngineStats:
         now = time.monotonic()
@@ -235,27 +244,40 @@ class Engine(EngineClient):
             aborted_at=dict(self.flow.aborted_at))
 
     def _state_sizes(self) -> dict[str, int]:
+        """Every per-request map: the engine's, each instance's (a failed one's too), and
+        each live worker's (asked with a probe). A worker that does not answer is an error,
+        never a key left out."""
         sizes = self.flow.state_sizes()
-        expected = 0
+        expected: set[tuple[int, int]] = set()
         self._probes = {}
-        for inst in self.instances:
-            if not inst.healthy:
-                continue
-            for key, n in inst.state_sizes().items():
-                sizes[f"{inst.role}{inst.index}.{key}"] = n
-            expected += inst.executor.probe()
-        deadline = time.monotonic() + 20
-        while len(self._probes) < expected and time.monotonic() < deadline:
-            self._drain_results(0.05)
-        for (iid, rank), n in self._probes.items():
+        probe_id = self._probe_id = next(self._probe_ids)
+        try:
+            for inst in self.instances:
+                for key, n in inst.state_sizes().items():
+                    sizes[f"{inst.role}{inst.index}.{key}"] = n
+                if inst.healthy:  # a failed instance's workers were killed
+                    ranks = inst.executor.probe(probe_id)
+                    expected |= {(inst.index, rank) for rank in range(ranks)}
+            deadline = time.monotonic() + self.probe_timeout_s
+            while not expected <= self._probes.keys() and time.monotonic() < deadline:
+                self._drain_results(0.05)
+            answers = dict(self._probes)
+        finally:
+            self._probes = None
+        missing = sorted(expected - answers.keys())
+        if missing:
+            raise RuntimeError(
+                "no answer to the state probe from " + ", ".join(
+                    f"{self.instances[i].name} rank {r}" for i, r in missing)
+                + f" within {self.probe_timeout_s:g} s")
+        for (iid, rank), n in sorted(answers.items()):
             sizes[f"worker{iid}.{rank}.requests"] = n
-        self._probes = None
         return sizes
 
     # --- the loop ------------------------------------------------------------------------
     def _loop(self) -> None:
-        if self.device.type == "cuda":
-            torch.cuda.set_device(self.device)
+        if self.device.type == "cuda":  # Triton launches on the current device
+            torch.cuda.set_device(self.setup.run_device)
         try:
             last_health = 0.0
             while not self._stopping.is_set():
@@ -328,7 +350,7 @@ class Engine(EngineClient):
         elif isinstance(msg, PullDone):
             self.flow.pull_done(msg, now)
         elif isinstance(msg, ProbeReply):
-            if self._probes is not None:
+            if self._probes is not None and msg.probe_id == self._probe_id:
                 self._probes[(msg.instance_id, msg.rank)] = msg.num_requests
         elif isinstance(msg, WorkerFailed):
             inst = self.instances[msg.instance_id]

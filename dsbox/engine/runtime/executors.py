@@ -51,9 +51,9 @@ class ProcessExecutor:
     def forget(self, seq_ids: tuple[int, ...]) -> None:
         self.send_all(Forget(seq_ids))
 
-    def probe(self) -> int:
+    def probe(self, probe_id: int = 0) -> int:
         """Send a probe; returns how many replies to expect."""
-        self.send_all(Probe())
+        self.send_all(Probe(probe_id))
         return len(self.inboxes)
 
     @property
@@ -118,8 +118,8 @@ class LocalExecutor:
     def forget(self, seq_ids: tuple[int, ...]) -> None:
         self.worker.requests.drop(seq_ids)
 
-    def probe(self) -> int:
-        self.out.append(ProbeReply(self.instance_id, 0, len(self.worker.requests)))
+    def probe(self, probe_id: int = 0) -> int:
+        self.out.append(ProbeReply(self.instance_id, 0, len(self.worker.requests), probe_id))
         return 1
 
     @property

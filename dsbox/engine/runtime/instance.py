@@ -148,6 +148,7 @@ class Instance:
         """Sizes of every per-request map held for this instance (tests: all 0 when idle)."""
         s = self.scheduler
         sizes = {"in_flight": len(self.in_flight), "encoder.known": len(self.encoder.known),
+                 "encoder.to_drop": len(self.encoder.to_drop),
                  "scheduler.seqs": len(s.seqs), "scheduler.waiting": len(s.waiting),
                  "scheduler.running": len(s.running),
                  "block_tables": len(s.block_manager.held_by())}

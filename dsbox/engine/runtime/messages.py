@@ -59,6 +59,8 @@ class PullKV:
 class Probe:
     """Ask for the worker's internal state sizes (tests: nothing outlives a request)."""
 
+    probe_id: int = 0
+
 
 @dataclass(frozen=True, slots=True)
 class Stop:
@@ -120,6 +122,7 @@ class ProbeReply:
     instance_id: int
     rank: int
     num_requests: int
+    probe_id: int = 0  # the Probe's: a late answer to an earlier probe is told apart
 
 
 @dataclass(frozen=True, slots=True)

@@ -243,4 +243,5 @@ class RequestFlow:
                 victims.append(pull.seq.seq_id)
         for sid in dict.fromkeys(victims):
             self.fail(sid, f"{inst.name} unhealthy: {message.splitlines()[0]}")
+        inst.encoder.clear()  # the forgets it queued would never be sent
         inst.executor.kill()  # peers may be stuck in a collective with the dead one

@@ -20,6 +20,7 @@ from dsbox.config import EngineConfig, ModelSpec
 from dsbox.config.placement import InstanceSpec, Placement, map_to_visible_devices
 from dsbox.engine.model.source import ModelSource, resolve_model
 from dsbox.engine.model.tokenizer import Tokenizer, bundled_tokenizer, load_tokenizer
+from dsbox.engine.runtime.device_names import device_names, uses_one_device
 from dsbox.engine.runtime.device_worker import WorkerSpec
 from dsbox.engine.runtime.launch import InstancePlan
 from dsbox.kernels import INTERPRETER_REQUESTED
@@ -83,6 +84,7 @@ class EngineSetup:
     instances: list[InstanceSpec]            # one per running instance, in index order
     in_process: bool
     num_threads: int                         # torch threads per worker (or in-process)
+    names: list[tuple[str, ...]]             # per instance, each rank's device ("cuda:1")
     warnings: list[str] = field(default_factory=list)
 
     @property
@@ -93,16 +95,17 @@ class EngineSetup:
     def num_workers(self) -> int:
         return sum(i.tp * i.pp for i in self.instances)
 
-    def device_names(self, inst: InstanceSpec) -> tuple[str, ...]:
-        if self.device.type == "cuda":
-            return tuple(f"cuda:{d}" for d in inst.devices)
-        return ("cpu",) * (inst.tp * inst.pp)
+    @property
+    def run_device(self) -> torch.device:
+        """The device the engine's own thread works on: the first rank's of instance 0
+        (the one an in-process engine runs on)."""
+        return torch.device(self.names[0][0])
 
     def plans(self) -> list[InstancePlan]:
         """One InstancePlan (with a WorkerSpec per rank) per instance, in index order."""
         cfg = self.config
         weights = None if cfg.dummy_weights else self.source.weights_dir
-        names = [self.device_names(i) for i in self.instances]
+        names = self.names
         kv_memory = {"prefill": cfg.kv_cache_memory, "colocated": cfg.kv_cache_memory,
                      "decode": cfg.kv_cache_memory_decode or cfg.kv_cache_memory}
         plans = []
@@ -150,13 +153,21 @@ def resolve_setup(config: EngineConfig) -> EngineSetup:
     for inst in instances:
         check_divisible(spec, inst.tp, inst.pp)
     warnings: list[str] = []
+    count = torch.cuda.device_count() if device.type == "cuda" else 0
     if device.type == "cuda":
-        count = torch.cuda.device_count()
-        placement.validate_for(spec, torch.cuda.get_device_properties(0).total_memory,
+        placement.validate_for(spec, torch.cuda.get_device_properties(
+                                   device.index or 0).total_memory,
                                num_devices=None if config.share_devices else count,
                                dtype=str(dtype).removeprefix("torch."),
                                min_kv_tokens=config.block_size, memory_utilization=0.95)
         instances = map_to_visible_devices(instances, count, share=config.share_devices)
+        if device.index is not None and not uses_one_device(instances, config.share_devices):
+            _warn(warnings, f"device {device} names one GPU, but placement "
+                            f"{placement.format(False)} runs on several: its device ids are "
+                            "the visible GPUs' (choose them with @ids, e.g. "
+                            "prefill:tp=1@1;decode:tp=1@2)")
+    names = device_names(device.type, device.index, instances, count,
+                         share=config.share_devices)
     in_process = _decide_in_process(config.executor, instances)
     workers = sum(i.tp * i.pp for i in instances)
     cpus = usable_cpus()
@@ -165,7 +176,7 @@ def resolve_setup(config: EngineConfig) -> EngineSetup:
                         f"{cpus} cores: they will take turns and run slowly")
     threads = config.num_threads or default_threads(cpus, 1 if in_process else workers)
     return EngineSetup(config, device, dtype, source, tokenizer, max_len, placement,
-                       instances, in_process, threads, warnings)
+                       instances, in_process, threads, names, warnings)
 
 
 def default_threads(cpus: int, workers: int) -> int:

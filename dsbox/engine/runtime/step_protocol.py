@@ -58,6 +58,11 @@ class StepEncoder:
         dropped, self.to_drop = tuple(self.to_drop), []
         return dropped
 
+    def clear(self) -> None:
+        """The workers are gone (a failed instance): there is nothing left to tell them."""
+        self.known.clear()
+        self.to_drop.clear()
+
     def forget(self, seq_id: int) -> None:
         """The instance let go of ``seq_id`` (or must resend it whole): its workers drop it
         with the next step."""

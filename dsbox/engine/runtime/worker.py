@@ -134,7 +134,8 @@ def _serve(ws: WorkerSpec, inbox, results, export_queues, import_queues) -> None
         elif isinstance(cmd, Forget):
             worker.requests.drop(cmd.seq_ids)
         elif isinstance(cmd, Probe):
-            results.put(ProbeReply(ws.instance_id, ws.rank, len(worker.requests)))
+            results.put(ProbeReply(ws.instance_id, ws.rank, len(worker.requests),
+                                   cmd.probe_id))
         elif isinstance(cmd, Stop):
             break
         else:
