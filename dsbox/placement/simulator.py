@@ -298,7 +298,8 @@ class Simulator:
                 if out is not None:
                     self._start(inst, now, out)
                     return
-            group = lazy.try_start(now, inst.busy_ids, inst.decode_cap())
+            group = lazy.try_start(now, inst.busy_ids,
+                                   None if inst.pp == 1 else inst.decode_cap())
             if group is IDLE:
                 return
             if group is not None:
@@ -327,9 +328,12 @@ class Simulator:
                 inst.num_decoding += 1
             if pp > 1:
                 inst.busy_ids.update([s.seq_id for s in out.seqs])
-        else:
+        else:  # a lazy group: decode_stage_time, inlined (one call a step less)
             context = out.sum_context
-            stage = inst.decode_stage_time(out.batch_size, context)
+            size = out.batch_size
+            small, large, threshold = inst.decode_fit
+            a, b, c = small if size < threshold else large
+            stage = (a + (b * context + c * size)) * 1e-3 / pp
             inst.num_decoding += 1
         free = inst.stage_free
         # the runtime's own cost of the step comes first, in stage 0's slot
@@ -368,9 +372,10 @@ class Simulator:
             finished = inst.lazy.complete(out, now)
         for seq in finished:
             self._finished(seq)
-        if inst.is_decode:
+        if inst.is_decode and inst.sched.pending:
             self._admit(inst, now)
-        self._try_start(inst, now)
+        if not inst.stage_busy:
+            self._try_start(inst, now)
 
     def _after_prefill(self, inst: _Instance, out: SchedulerOutput, now: float) -> None:
         seqs = self.seqs
