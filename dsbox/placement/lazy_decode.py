@@ -213,16 +213,21 @@ class LazyDecode:
             if len(crossers) > bm.num_free_blocks:
                 return None
             del g.cross_at[step]
-            bm.grow([m.seq.seq_id for m in crossers])  # each needs exactly one block more
             if crossers:
-                g.cross_at.setdefault(step + self.block_size, []).extend(crossers)
-        for m in g.newcomers:
-            if m.group is g and m.seq.lifecycle.decode_start is None:
-                m.seq.lifecycle.decode_start = now
-        g.newcomers.clear()
-        g.batch_size = len(g.seqs)
+                bm.grow([m.seq.seq_id for m in crossers])  # each needs one block more
+                later = step + self.block_size
+                if later in g.cross_at:
+                    g.cross_at[later].extend(crossers)
+                else:
+                    g.cross_at[later] = crossers
+        if g.newcomers:
+            for m in g.newcomers:
+                if m.group is g and m.seq.lifecycle.decode_start is None:
+                    m.seq.lifecycle.decode_start = now
+            g.newcomers.clear()
+        size = g.batch_size = len(g.seqs)
         g.in_flight = True
-        self.num_busy += g.batch_size
+        self.num_busy += size
         return g
 
     def _only_idle_group(self, num_running: int) -> list[Sequence] | None:

@@ -69,7 +69,7 @@ class _Instance:
 
     __slots__ = ("index", "spec", "sched", "latency", "decode_latency", "pp", "stage_busy",
                  "num_in_flight", "num_decoding", "busy_ids", "stage_free", "lazy",
-                 "role_index")
+                 "role_index", "is_prefill", "is_decode", "overhead", "decode_fit")
 
     def __init__(self, index: int, role_index: int, spec: SimInstance, fast: bool) -> None:
         self.index = index
@@ -92,6 +92,13 @@ class _Instance:
         self.busy_ids: set[int] = set()
         self.stage_free = [0.0] * self.pp
         self.lazy = LazyDecode(self.sched) if fast and spec.role != "prefill" else None
+        self.is_prefill = spec.role == "prefill"
+        self.is_decode = spec.role == "decode"
+        # the hot path's copies of the latency model's numbers (same arithmetic as its
+        # methods: see _start)
+        self.overhead = (spec.latency.overhead_ms, spec.latency.overhead_ms_per_token)
+        fit = spec.latency.fit
+        self.decode_fit = (fit.decode_small, fit.decode_large, fit.decode_threshold)
 
     @property
     def scheduler(self) -> Scheduler:  # what the routing rules read
@@ -105,7 +112,16 @@ class _Instance:
 
     def decode_cap(self) -> int | None:
         """The runtime's cap on a decode micro-batch (None without PP)."""
-        return decode_micro_batch_cap(self.sched.num_running, self.pp, self.num_decoding)
+        if self.pp == 1:
+            return None
+        return decode_micro_batch_cap(len(self.sched.running), self.pp, self.num_decoding)
+
+    def decode_stage_time(self, batch_size: int, sum_context: int) -> float:
+        """``decode_latency.decode_time(batch_size, sum_context) / pp``: at pp = 1 the fit
+        itself (one micro-batch, no division), computed with the same operations."""
+        small, large, threshold = self.decode_fit
+        a, b, c = small if batch_size < threshold else large
+        return (a + (b * sum_context + c * batch_size)) * 1e-3 / self.pp
 
 
 class Simulator:
@@ -152,6 +168,7 @@ class Simulator:
         # no first token (what 0) or is still running (what 1); only with stop_early
         self.deadlines: list[tuple[float, int, int]] = []
         self.doom = stop_early
+        self.params: dict[int, SamplingParams] = {}  # output length -> its params
 
     # --- event queue ---------------------------------------------------------------------
     def _push(self, time: float, kind: int, a, b=None) -> None:
@@ -166,8 +183,9 @@ class Simulator:
         now = 0.0
         heap = self.heap
         deadlines = self.deadlines
+        pop = heapq.heappop
         while heap and not self.stopped:
-            now, _, kind, a, b = heapq.heappop(heap)
+            now, _, kind, a, b = pop(heap)
             if deadlines and deadlines[0][0] < now:
                 self._expire(now)
                 if self.stopped:
@@ -236,7 +254,11 @@ class Simulator:
     # --- events --------------------------------------------------------------------------
     def _arrive(self, i: int, now: float) -> None:
         trace = self.trace
-        params = SamplingParams(max_tokens=trace.output_lens[i], ignore_eos=True)
+        max_tokens = trace.output_lens[i]
+        params = self.params.get(max_tokens)
+        if params is None:  # one per output length: nothing changes a request's params
+            params = self.params[max_tokens] = SamplingParams(max_tokens=max_tokens,
+                                                              ignore_eos=True)
         seq = Sequence(i, range(trace.prompt_lens[i]), params, self.lifecycles[i])
         self.seqs[i] = seq
         if self.mode == "decode-only":
@@ -260,8 +282,13 @@ class Simulator:
         """Start the next step if stage 0 is free (the runtime's rule)."""
         if inst.stage_busy:
             return
-        lazy = inst.lazy
         sched = inst.sched
+        if inst.is_prefill:  # PrefillScheduler.schedule is its prefill step
+            out = sched.schedule_prefill(now)
+            if out is not None:
+                self._start(inst, now, out)
+            return
+        lazy = inst.lazy
         if lazy is not None:
             # Scheduler.schedule() is "prefill if any fits, else decode"; the prefill half
             # reads only the waiting queue, the running count and the block manager, so
@@ -272,7 +299,7 @@ class Simulator:
                     self._start(inst, now, out)
                     return
             group = lazy.try_start(now, inst.busy_ids,
-                                   inst.decode_cap() if inst.pp > 1 else None)
+                                   None if inst.pp == 1 else inst.decode_cap())
             if group is IDLE:
                 return
             if group is not None:
@@ -297,17 +324,23 @@ class Simulator:
                 lens = [s.num_new_tokens for s in out.seqs]
                 stage = inst.latency.prefill_stage_time(sum(lens), sum(x * x for x in lens))
             else:
-                stage = inst.decode_latency.decode_time(len(out.seqs), context) / pp
+                stage = inst.decode_stage_time(len(out.seqs), context)
                 inst.num_decoding += 1
             if pp > 1:
                 inst.busy_ids.update([s.seq_id for s in out.seqs])
-        else:
+        else:  # a lazy group: decode_stage_time, inlined (one call a step less)
             context = out.sum_context
-            stage = inst.decode_latency.decode_time(out.batch_size, context) / pp
+            size = out.batch_size
+            small, large, threshold = inst.decode_fit
+            a, b, c = small if size < threshold else large
+            stage = (a + (b * context + c * size)) * 1e-3 / pp
             inst.num_decoding += 1
         free = inst.stage_free
         # the runtime's own cost of the step comes first, in stage 0's slot
-        t = max(now, free[0]) + inst.latency.step_overhead(context) + stage
+        # (InstanceLatency.step_overhead, the same operations)
+        fixed, per_token = inst.overhead
+        start = free[0] if free[0] > now else now
+        t = start + (fixed + per_token * context) * 1e-3 + stage
         free[0] = t
         for s in range(1, pp):
             t = max(t, free[s]) + stage
@@ -315,9 +348,12 @@ class Simulator:
         inst.stage_busy = True
         inst.num_in_flight += 1
         self.num_steps += 1
+        heap = self.heap
         if pp > 1:
-            self._push(free[0], _STAGE_FREE, inst)
-        self._push(t, _STEP_DONE, inst, out)
+            self.counter += 1
+            heapq.heappush(heap, (free[0], self.counter, _STAGE_FREE, inst, None))
+        self.counter += 1
+        heapq.heappush(heap, (t, self.counter, _STEP_DONE, inst, out))
 
     def _step_done(self, inst: _Instance, out, now: float) -> None:
         inst.num_in_flight -= 1
@@ -336,9 +372,10 @@ class Simulator:
             finished = inst.lazy.complete(out, now)
         for seq in finished:
             self._finished(seq)
-        if inst.spec.role == "decode":
+        if inst.is_decode and inst.sched.pending:
             self._admit(inst, now)
-        self._try_start(inst, now)
+        if not inst.stage_busy:
+            self._try_start(inst, now)
 
     def _after_prefill(self, inst: _Instance, out: SchedulerOutput, now: float) -> None:
         seqs = self.seqs
