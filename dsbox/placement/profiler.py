@@ -10,7 +10,8 @@ disturbed by whatever else the machine is doing).
 
 Every ``held_out``-th point of the grid is kept out of the fit and used to report how well
 the fit predicts steps it has not seen (median relative error). The profile records TP 1
-on the current device; profiling other TP degrees needs the multi-process workers.
+on the current device; `dsbox profile` then measures the runtime's own per-step overhead
+(:mod:`dsbox.placement.overhead`).
 """
 
 from __future__ import annotations

@@ -28,7 +28,8 @@ whole-model decode time of the micro-batch (the fit at pp = 1, coefficient set b
 micro-batch size) divided by ``pp``.
 It leaves stage 0 after one stage time and, if no stage holds it up, ends after ``pp``.
 With ``pp = 1`` this is one step at a time. The runtime's own cost of a step (the
-profile's step overhead) is paid in stage 0's slot before the step's first stage.
+profile's prefill or decode step overhead, by the step's kind) is paid in stage 0's slot
+before the step's first stage.
 
 With an SLO the simulator counts requests that meet / miss it as they happen and, with
 ``stop_early``, stops as soon as the attainment verdict is certain. A request counts as
@@ -291,23 +292,27 @@ class Simulator:
     def _start(self, inst: _Instance, now: float, out) -> None:
         """Put ``out`` (a scheduler output or a lazy group) through the pipeline."""
         pp = inst.pp
+        lat = inst.latency
         if out.__class__ is SchedulerOutput:
             context = sum(s.context_len for s in out.seqs)
             if out.phase is Phase.PREFILL:
                 lens = [s.num_new_tokens for s in out.seqs]
-                stage = inst.latency.prefill_stage_time(sum(lens), sum(x * x for x in lens))
+                stage = lat.prefill_stage_time(sum(lens), sum(x * x for x in lens))
+                overhead = lat.prefill_overhead_time(context)
             else:
                 stage = inst.decode_latency.decode_time(len(out.seqs), context) / pp
+                overhead = lat.decode_overhead_time(context)
                 inst.num_decoding += 1
             if pp > 1:
                 inst.busy_ids.update([s.seq_id for s in out.seqs])
         else:
             context = out.sum_context
             stage = inst.decode_latency.decode_time(out.batch_size, context) / pp
+            overhead = lat.decode_overhead_time(context)
             inst.num_decoding += 1
         free = inst.stage_free
         # the runtime's own cost of the step comes first, in stage 0's slot
-        t = max(now, free[0]) + inst.latency.step_overhead(context) + stage
+        t = max(now, free[0]) + overhead + stage
         free[0] = t
         for s in range(1, pp):
             t = max(t, free[s]) + stage

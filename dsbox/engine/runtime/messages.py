@@ -128,3 +128,9 @@ class WorkerFailed:
     rank: int
     message: str      # one line: the exception's type and text
     detail: str = ""  # the traceback
+
+
+@dataclass(frozen=True, slots=True)
+class Wake:
+    """Posted by the engine itself on its results queue: a call came in while its loop
+    sleeps on that queue (so a request arriving to an idle engine starts at once)."""
