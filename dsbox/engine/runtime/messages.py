@@ -97,6 +97,7 @@ class StepDone:
     step_id: int
     token_ids: list[int]
     logprobs: list | None = None
+    model_ms: float = 0.0  # the step's time on the reporting worker, ms (the profiler reads it)
 
 
 @dataclass(frozen=True, slots=True)
