@@ -12,7 +12,8 @@ rate: the mean number of decode steps that end between two consecutive tokens of
 sequence (its own included: micro-batches per round, ``pp`` = 2 is the goal), the p50
 TPOT and the SLO attainment. DistServe's simulator gives a p50 TPOT of 61 ms at 1 req/s
 on this case (its per-step Ray overhead, 2 ms + 1e-4 ms per context token, included);
-``--ray-overhead`` puts that overhead in the profile (``step_overhead_ms``) to compare.
+``--ray-overhead`` puts that overhead in the profile (``step_overhead``, both kinds) to
+compare.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ import statistics
 from dsbox.config.placement import Placement
 from dsbox.config.slo import SLO
 from dsbox.placement.plan import make_context
+from dsbox.placement.profile import StepOverhead
 from dsbox.placement.profile_source import load_profile
 from dsbox.placement.simulator import simulate
 
@@ -47,12 +49,12 @@ def main() -> None:
     args = parser.parse_args()
     profile = load_profile("a100-80g", "opt-66b")
     if args.ray_overhead:
-        profile.step_overhead_ms, profile.step_overhead_ms_per_token = 2.0, 1e-4
+        profile.prefill_overhead = profile.decode_overhead = StepOverhead(2.0, 1e-4)
     ctx = make_context("opt-66b", "1x8", SLO(0.4, 0.1), "sharegpt", profile=profile)
     setup = ctx.setup(Placement.parse(PLACEMENT))
     print(f"{PLACEMENT}, opt-66b a100-80g, ShareGPT, SLO 0.4 s / 0.1 s, "
-          f"{args.requests} requests, step overhead {profile.step_overhead_ms:g} ms + "
-          f"{profile.step_overhead_ms_per_token:g} ms/token")
+          f"{args.requests} requests, step overhead {profile.decode_overhead.ms:g} ms + "
+          f"{profile.decode_overhead.ms_per_token:g} ms/token")
     print("| rate req/s | micro-batches per round | p50 TPOT ms | attainment |")
     print("|---|---|---|---|")
     for rate in RATES:

@@ -241,14 +241,12 @@ def bench(
 
 
 def _profile_note(prof, where: str, fit: str) -> str:
-    overhead = getattr(prof, "step_overhead_ms", None)
     text = (f"simulated on profile {where} ({prof.model} on {prof.device_name or prof.device}, "
             f"{fit}'s fit)")
-    if overhead is None:
-        text += "; this profile format has no per-step runtime overhead term"
-    else:
-        text += f"; step overhead {overhead:.3g} ms"
-    return text
+    pre, dec = prof.prefill_overhead, prof.decode_overhead
+    return (text + f"; runtime overhead per step: prefill {pre.ms:.3g} ms + "
+            f"{pre.ms_per_token:.3g} ms/token, decode {dec.ms:.3g} ms + "
+            f"{dec.ms_per_token:.3g} ms/token")
 
 
 def register(app: typer.Typer) -> None:

@@ -4,8 +4,15 @@ Builds the in-process engine for MODEL (dummy weights of the real shapes; engine
 from ``EngineConfig``), times prefill steps over batch x prompt length and decode steps
 over batch x context with a progress bar, fits DistServe's step-time model (least squares
 on relative error), reports how well the fit predicts held-out steps and the prefill token
-budget L_m, and writes ``profiles/<device>/<model>.json`` (or ``--output``), which
-``dsbox plan --profile profiles/<device>`` reads.
+budget L_m; with ``--tp 1,2,...`` each TP > 1 the same way on a TP group of the runtime's
+worker processes (:mod:`dsbox.placement.tp_profiler`). Then it starts the real engine
+under a serving placement (``--placement``; default disaggregated on two devices or cores
+where there are two, else colocated), sends lone requests one at a time and fits the
+runtime's own cost per prefill and per decode step (scheduling, IPC, batch building:
+measured minus the fit's model time; see :mod:`dsbox.placement.overhead`), so the
+simulator predicts this runtime. It writes
+``profiles/<device>/<model>.json`` (or ``--output``), which ``dsbox plan --profile
+profiles/<device>`` reads.
 """
 
 from __future__ import annotations
@@ -34,15 +41,36 @@ def profile(
         help="timed runs per shape (the fastest counts); default: the grid's")] = None,
     threads: Annotated[int | None, typer.Option(
         help="torch CPU threads while measuring (1 is steadiest on a busy machine)")] = None,
+    tp: Annotated[str, typer.Option(
+        help="TP degrees to fit, comma-separated (e.g. 1,2): TP 1 in this process (always), "
+             "each TP > 1 on a TP group of the runtime's worker processes (one per device "
+             "or CPU core; gloo on the CPU)")] = "1",
+    overhead: Annotated[bool, typer.Option(
+        "--overhead/--no-overhead",
+        help="after the fit, measure the serving runtime's own cost per prefill and decode "
+             "step (lone requests on the real engine; measured minus the fit) and put it "
+             "in the profile")] = True,
+    placement: Annotated[str | None, typer.Option(
+        help="placement the runtime overhead is measured under (default: "
+             "'prefill:tp=1;decode:tp=1' with >= 2 devices or cores, else "
+             "'colocated:tp=1')")] = None,
     *,
     engine_kwargs: dict,
 ) -> None:
-    """Measure MODEL's prefill and decode step times and fit a latency profile."""
+    """Measure MODEL's prefill and decode step times and fit a latency profile, then the
+    serving runtime's own cost per prefill and decode step: lone requests on the running
+    engine under --placement (a progress bar for each)."""
     import dataclasses
 
     from dsbox.engine.model.source import ModelNotFoundError
     from dsbox.placement.profiler import ProfileGrid, profile_engine
 
+    try:
+        tps = sorted({int(t) for t in tp.split(",") if t.strip()} | {1})
+    except ValueError:
+        raise fail(f"--tp takes comma-separated integers, got {tp!r}") from None
+    if tps[0] < 1:
+        raise fail(f"--tp degrees must be >= 1, got {tp!r}")
     grid = ProfileGrid.quick() if quick else ProfileGrid()
     if repeats is not None:
         try:
@@ -75,12 +103,76 @@ def profile(
         except ValueError as exc:
             raise fail(str(exc)) from None
     prof = run.profile
+    del engine  # the worker processes need the device memory
+    config = EngineConfig(model=model, dummy_weights=True, **{
+        **engine_kwargs, "num_threads": engine_kwargs.get("num_threads") or threads})
+    for degree in tps[1:]:
+        _measure_tp(console, config, prof, degree, grid)
+    measured = None
+    if overhead:
+        measured = _measure_overhead(console, config, prof, placement)
     path = output or Path("profiles") / prof.device / f"{prof.model}.json"
     prof.save(path)
-    _report(run, path)
+    _report(run, path, measured)
 
 
-def _report(run, path: Path) -> None:
+def _measure_tp(console: Console, config, prof, degree: int, grid) -> None:
+    """Fit TP ``degree`` on a group of worker processes into ``prof``."""
+    import gc
+
+    from dsbox.engine.runtime.launch import EngineStartupError
+    from dsbox.placement.profiler import add_tp_fit, profile_tp
+
+    gc.collect()
+    columns = (TextColumn(f"[bold]profiling TP {degree}[/] {{task.description}}"), BarColumn(),
+               MofNCompleteColumn(), TimeElapsedColumn())
+    with Progress(*columns, console=console, transient=False) as bar:
+        task = bar.add_task(f"starting {degree} worker processes", total=None)
+
+        def progress(done: int, total: int, label: str) -> None:
+            bar.update(task, completed=done, total=total, description=label)
+
+        try:
+            fit, record = profile_tp(config, degree, grid, progress)
+        except (ValueError, RuntimeError, EngineStartupError) as exc:
+            raise fail(f"TP {degree}: {exc}") from None
+    add_tp_fit(prof, degree, fit, record)
+
+
+def _measure_overhead(console: Console, config, prof, placement: str | None):
+    """Fit the runtime's per-step overheads into ``prof`` (see the module docstring)."""
+    import gc
+
+    from dsbox.devices import discover_devices
+    from dsbox.placement.overhead import OverheadProbe, default_placement, measure_engine_overhead
+
+    gc.collect()
+    try:
+        probe = OverheadProbe(placement=placement or default_placement(
+            discover_devices(config.device).count))
+    except ValueError as exc:
+        raise fail(str(exc)) from None
+    columns = (TextColumn("[bold]runtime overhead[/] {task.description}"), BarColumn(),
+               MofNCompleteColumn(), TimeElapsedColumn())
+    with Progress(*columns, console=console, transient=False) as bar:
+        task = bar.add_task(f"starting the engine: {probe.placement}", total=None)
+
+        def progress(done: int, total: int, label: str) -> None:
+            bar.update(task, completed=done, total=total, description=label)
+
+        def status(stage: str) -> None:
+            bar.update(task, description=f"starting the engine: {probe.placement}: {stage}")
+
+        try:
+            run = measure_engine_overhead(config, prof.fit(1), probe, progress, status)
+        except ValueError as exc:
+            raise fail(str(exc)) from None
+    prof.prefill_overhead, prof.decode_overhead = run.prefill, run.decode
+    prof.provenance["step_overhead"] = run.provenance()
+    return run
+
+
+def _report(run, path: Path, overhead=None) -> None:
     out = Console(highlight=False)
     prof = run.profile
     fit = prof.fit(1)
@@ -100,8 +192,26 @@ def _report(run, path: Path) -> None:
     out.print(f"held-out median relative error: [bold]{run.held_out_error:.1%}[/] "
               f"(prefill {run.prefill_error:.1%}, decode {run.decode_error:.1%}, "
               f"{len(run.held_out)} shapes not used by the fit)")
+    for degree, rec in sorted(prof.provenance.get("tp", {}).items(), key=lambda x: int(x[0])):
+        fit_tp = prof.fit(int(degree))
+        out.print(f"TP {degree} (worker processes): prefill {_coeff_text(fit_tp.prefill)}, "
+                  f"decode {_coeff_text(fit_tp.decode_small)}; L_m "
+                  f"{prof.token_budget(int(degree))}; held-out median relative error "
+                  f"[bold]{rec['held_out_median_relative_error']:.1%}[/] "
+                  f"(prefill {rec['prefill_held_out_error']:.1%}, "
+                  f"decode {rec['decode_held_out_error']:.1%})")
+    if overhead is not None:
+        pre, dec = overhead.prefill, overhead.decode
+        out.print(f"runtime overhead per step ({overhead.placement}, "
+                  f"{len(overhead.requests)} lone requests): prefill [bold]{pre.ms:.3g} ms[/]"
+                  f" + {pre.ms_per_token:.3g} ms/token, decode [bold]{dec.ms:.3g} ms[/] + "
+                  f"{dec.ms_per_token:.3g} ms/token")
     out.print(f"wrote {path}")
     out.print(f"use it: dsbox plan --model {prof.model} --profile {path.parent} ...")
+
+
+def _coeff_text(coeffs) -> str:
+    return "[" + ", ".join(f"{c:.4g}" for c in coeffs) + "]"
 
 
 def register(app: typer.Typer) -> None:

@@ -19,7 +19,7 @@ from dsbox.placement.goodput import GoodputSearch, SearchSettings
 from dsbox.placement.latency import InstanceLatency
 from dsbox.placement.plan import make_context, plan_search
 from dsbox.placement.plan_types import PhasePlan, PlanResult
-from dsbox.placement.profile import LatencyProfile, StepFit
+from dsbox.placement.profile import LatencyProfile, StepFit, StepOverhead
 from dsbox.placement.profile_source import load_profile
 from dsbox.placement.sim_setup import EngineLimits, build_setup
 from dsbox.placement.sim_types import SimInstance, SimResult, SimSetup, SimTrace
@@ -43,6 +43,7 @@ __all__ = [
     "SimSetup",
     "SimTrace",
     "StepFit",
+    "StepOverhead",
     "Verdict",
     "build_setup",
     "choose_placement",

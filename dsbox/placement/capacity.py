@@ -30,7 +30,7 @@ from dsbox.placement.workload import RequestSample
 def prefill_rate(inst: SimInstance, sample: RequestSample, slo: SLO | None) -> float:
     """Requests per second one prefill instance serves within the TTFT target."""
     lat = inst.latency
-    overhead = lat.step_overhead(int(sample.mean_prompt))
+    overhead = lat.prefill_overhead_time(int(sample.mean_prompt))
     model = lat.prefill_time(sample.mean_prompt, sample.mean_prompt_sq)
     service = model + overhead
     stage = model / lat.pp + overhead
@@ -55,7 +55,7 @@ def decode_rate(inst: SimInstance, sample: RequestSample, slo: SLO | None) -> fl
     best = 0.0
     for batch in range(1, max(1, max_batch) + 1):
         context = int(batch * mean_ctx)
-        step = lat.decode_time(batch, context) + min(lat.pp, batch) * lat.step_overhead(
+        step = lat.decode_time(batch, context) + min(lat.pp, batch) * lat.decode_overhead_time(
             context // min(lat.pp, batch))
         if slo is not None and step > slo.tpot and batch > 1:
             break
@@ -93,8 +93,8 @@ def prefill_work_ms(inst: SimInstance, sample: RequestSample) -> float:
     lat = inst.latency
     a, b, c = lat.fit.prefill
     share = sample.batch_share(inst.max_num_batched_tokens)
-    fixed = max(a, 0.0) + lat.overhead_ms
-    return ((b + lat.overhead_ms_per_token) * sample.mean_prompt + c * sample.mean_prompt_sq
+    fixed = max(a, 0.0) + lat.prefill_overhead.ms
+    return ((b + lat.prefill_overhead.ms_per_token) * sample.mean_prompt + c * sample.mean_prompt_sq
             + fixed * share)
 
 
@@ -104,7 +104,7 @@ def decode_work_ms(inst: SimInstance, sample: RequestSample) -> float:
     the two sets)."""
     lat = inst.latency
     fit = lat.fit
-    b = min(fit.decode_small[1], fit.decode_large[1]) + lat.overhead_ms_per_token
+    b = min(fit.decode_small[1], fit.decode_large[1]) + lat.decode_overhead.ms_per_token
     c = min(fit.decode_small[2], fit.decode_large[2])
     steps, ctx_sum = sample.decode_moments()
     return b * ctx_sum + c * steps

@@ -12,16 +12,17 @@ token costs one round through the pipeline, ``a + (b*sum(ctx) + c*B) / g``; the 
 coefficient set is chosen by the micro-batch size ``ceil(B / g)``. With ``pp = 1`` this is
 the fit itself.
 
-``step_overhead`` is the serving runtime's own cost of a step (the profile's
-``step_overhead_ms`` plus ``step_overhead_ms_per_token`` per token of context), paid
-before the step enters stage 0: the simulator adds it to every step's stage-0 time.
+``prefill_overhead_time`` / ``decode_overhead_time`` are the serving runtime's own cost of
+a prefill / decode step (the profile's ``step_overhead`` of that kind: a constant plus a
+cost per token of context), paid before the step enters stage 0: the simulator adds it to
+every step's stage-0 time.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-from dsbox.placement.profile import LatencyProfile, StepFit
+from dsbox.placement.profile import LatencyProfile, StepFit, StepOverhead
 
 
 @dataclass(frozen=True, slots=True)
@@ -31,24 +32,26 @@ class InstanceLatency:
     tp: int
     pp: int
     fit: StepFit
-    overhead_ms: float = 0.0            # runtime cost per step
-    overhead_ms_per_token: float = 0.0  # ... per token of context in the step
+    prefill_overhead: StepOverhead = StepOverhead()  # runtime cost per prefill step
+    decode_overhead: StepOverhead = StepOverhead()   # ... per decode step
 
     def __post_init__(self) -> None:
         if self.tp < 1 or self.pp < 1:
             raise ValueError(f"tp and pp must be >= 1, got tp={self.tp} pp={self.pp}")
-        if not (self.overhead_ms >= 0 and self.overhead_ms_per_token >= 0):
-            raise ValueError("step overheads must be >= 0 ms")
 
     @classmethod
     def from_profile(cls, profile: LatencyProfile, tp: int, pp: int,
                      engine: str | None = None) -> InstanceLatency:
-        return cls(tp, pp, profile.fit(tp, engine), profile.step_overhead_ms,
-                   profile.step_overhead_ms_per_token)
+        return cls(tp, pp, profile.fit(tp, engine), profile.prefill_overhead,
+                   profile.decode_overhead)
 
-    def step_overhead(self, sum_context: int) -> float:
-        """The runtime's own time for one step over ``sum_context`` tokens, seconds."""
-        return (self.overhead_ms + self.overhead_ms_per_token * sum_context) * 1e-3
+    def prefill_overhead_time(self, sum_context: int) -> float:
+        """The runtime's own time for one prefill step over ``sum_context`` tokens, s."""
+        return self.prefill_overhead.seconds(sum_context)
+
+    def decode_overhead_time(self, sum_context: int) -> float:
+        """The runtime's own time for one decode step over ``sum_context`` tokens, s."""
+        return self.decode_overhead.seconds(sum_context)
 
     def prefill_time(self, sum_len: int, sum_len_sq: int) -> float:
         """Whole-model time of one prefill batch (all stages), seconds."""

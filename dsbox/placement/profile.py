@@ -9,7 +9,8 @@ A profile file is JSON (format ``dsbox-profile/1``), one per (device kind, model
                                   "decode_large": [a, b, c], "decode_threshold": 95}}},
      "kv_capacity_tokens": [{"tp": 1, "pp": 1, "tokens": 66144}],
      "prefill_token_budget": {"1": 768},
-     "step_overhead_ms": 0.0, "step_overhead_ms_per_token": 0.0,
+     "step_overhead": {"prefill": {"ms": 0.0, "ms_per_token": 0.0},
+                       "decode": {"ms": 0.0, "ms_per_token": 0.0}},
      "provenance": {...}}
 
 Step time in milliseconds, in the form DistServe fitted (paper Appendix A): a prefill step
@@ -18,11 +19,15 @@ sequences of context lengths ``ctx`` takes ``a + b*sum(ctx) + c*B``, with the ``
 coefficients below ``decode_threshold`` sequences and the ``large`` ones from there on.
 ``fits`` may hold several engines' fits (the built-in ``a100-80g`` carries DistServe's and
 vLLM's). KV capacity (tokens per instance) per (TP, PP) comes from the file when listed,
-else from device memory. ``step_overhead_ms`` (+ ``step_overhead_ms_per_token`` per token
-of context in the step) is the serving runtime's own cost per step (scheduling, IPC, batch
-building) on top of the model's step time; the simulator adds it to every step. It is 0 in
-the published fits (their runs include the engine's overhead in the fit). A derived
-profile says so in ``provenance["derived"]``.
+else from device memory. ``step_overhead`` is the serving runtime's own cost per step
+(scheduling, IPC, batch building) on top of the model's step time, one per step kind:
+``ms`` plus ``ms_per_token`` per token of context in the step; the simulator adds the
+prefill one to every prefill step and the decode one to every decode step. ``dsbox
+profile`` measures it on the running engine (:mod:`dsbox.placement.overhead`); it is 0 in
+the published fits (their runs include the engine's overhead in the fit). Older files'
+``step_overhead_ms`` / ``step_overhead_ms_per_token`` (one overhead for every step) load
+as both kinds; a file without either has none. A derived profile says so in
+``provenance["derived"]``.
 
 Built-in profiles live in ``dsbox/data/profiles/<device>/<model>.json``;
 :mod:`dsbox.placement.profile_source` finds a model's profile (a file, a directory, a
@@ -108,6 +113,40 @@ def detect_token_budget(points, plateau: float = BUDGET_PLATEAU) -> int:
     return min(n for n, r in rates if r >= plateau * best)
 
 
+@dataclass(frozen=True, slots=True)
+class StepOverhead:
+    """The serving runtime's own cost of one step: ``ms + ms_per_token * sum(context)``."""
+
+    ms: float = 0.0
+    ms_per_token: float = 0.0
+
+    def __post_init__(self) -> None:
+        if not (self.ms >= 0 and self.ms_per_token >= 0
+                and math.isfinite(self.ms) and math.isfinite(self.ms_per_token)):
+            raise ValueError(f"step overheads must be finite and >= 0 ms, got {self!r}")
+
+    def seconds(self, sum_context: int) -> float:
+        return (self.ms + self.ms_per_token * sum_context) * 1e-3
+
+    def to_dict(self) -> dict:
+        return {"ms": self.ms, "ms_per_token": self.ms_per_token}
+
+    @classmethod
+    def from_dict(cls, data: dict) -> StepOverhead:
+        return cls(float(data.get("ms", 0.0)), float(data.get("ms_per_token", 0.0)))
+
+
+def _overheads(data: dict) -> tuple[StepOverhead, StepOverhead]:
+    """(prefill, decode) overheads of a profile file (see the module docstring)."""
+    if "step_overhead" in data:
+        kinds = data["step_overhead"]
+        return (StepOverhead.from_dict(kinds.get("prefill", {})),
+                StepOverhead.from_dict(kinds.get("decode", {})))
+    both = StepOverhead(float(data.get("step_overhead_ms", 0.0)),
+                        float(data.get("step_overhead_ms_per_token", 0.0)))
+    return both, both
+
+
 @dataclass(slots=True)
 class LatencyProfile:
     """Fits and KV capacities of one model on one device kind."""
@@ -124,8 +163,8 @@ class LatencyProfile:
     memory_utilization: float = DEFAULT_MEMORY_UTILIZATION
     provenance: dict = field(default_factory=dict)
     measurements: list = field(default_factory=list)
-    step_overhead_ms: float = 0.0            # the runtime's own cost per step
-    step_overhead_ms_per_token: float = 0.0  # ... per token of context in the step
+    prefill_overhead: StepOverhead = StepOverhead()  # the runtime's own cost per step
+    decode_overhead: StepOverhead = StepOverhead()
 
     def __post_init__(self) -> None:
         if not self.fits:
@@ -141,8 +180,9 @@ class LatencyProfile:
             raise ValueError("device_memory_bytes must be positive")
         if not 0 < self.memory_utilization <= 1:
             raise ValueError("memory_utilization must be in (0, 1]")
-        if not (self.step_overhead_ms >= 0 and self.step_overhead_ms_per_token >= 0):
-            raise ValueError("step overheads must be >= 0 ms")
+        for kind in (self.prefill_overhead, self.decode_overhead):
+            if not isinstance(kind, StepOverhead):
+                raise ValueError(f"step overheads must be StepOverhead, got {kind!r}")
 
     @property
     def derived(self) -> bool:
@@ -201,8 +241,8 @@ class LatencyProfile:
                                    for (tp, pp), n in sorted(self.kv_capacity_tokens.items())],
             "prefill_token_budget": {str(tp): n
                                      for tp, n in sorted(self.prefill_token_budget.items())},
-            "step_overhead_ms": self.step_overhead_ms,
-            "step_overhead_ms_per_token": self.step_overhead_ms_per_token,
+            "step_overhead": {"prefill": self.prefill_overhead.to_dict(),
+                              "decode": self.decode_overhead.to_dict()},
             "provenance": self.provenance,
             "measurements": self.measurements,
         }
@@ -215,6 +255,7 @@ class LatencyProfile:
         if data.get("units", "ms") != "ms":
             raise ValueError(f"{source}: units must be 'ms'")
         try:
+            prefill_overhead, decode_overhead = _overheads(data)
             fits = {eng: {int(tp): StepFit.from_dict(f) for tp, f in per_tp.items()}
                     for eng, per_tp in data["fits"].items()}
             kv = {(int(e["tp"]), int(e["pp"])): int(e["tokens"])
@@ -234,8 +275,8 @@ class LatencyProfile:
                                                   DEFAULT_MEMORY_UTILIZATION)),
                 provenance=data.get("provenance", {}),
                 measurements=data.get("measurements", []),
-                step_overhead_ms=float(data.get("step_overhead_ms", 0.0)),
-                step_overhead_ms_per_token=float(data.get("step_overhead_ms_per_token", 0.0)),
+                prefill_overhead=prefill_overhead,
+                decode_overhead=decode_overhead,
             )
         except KeyError as exc:
             raise ValueError(f"{source}: missing key {exc.args[0]!r}") from None

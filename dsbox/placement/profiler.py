@@ -9,8 +9,11 @@ pool, freed after). The grid is swept
 disturbed by whatever else the machine is doing).
 
 Every ``held_out``-th point of the grid is kept out of the fit and used to report how well
-the fit predicts steps it has not seen (median relative error). The profile records TP 1
-on the current device; profiling other TP degrees needs the multi-process workers.
+the fit predicts steps it has not seen (median relative error). TP 1 is measured in this
+process; each TP > 1 on a TP group of the runtime's worker processes (:func:`profile_tp`,
+:mod:`dsbox.placement.tp_profiler`), its fit added with :func:`add_tp_fit` (its points
+and held-out error in ``provenance["tp"]``). `dsbox profile` then measures the runtime's
+own per-step overhead (:mod:`dsbox.placement.overhead`).
 """
 
 from __future__ import annotations
@@ -280,3 +283,42 @@ def profile_engine(engine, grid: ProfileGrid, *, device: str | None = None,
     return build_profile(points, model=engine.spec.name, device=device or device_slug(name),
                          device_name=name, dtype=dtype, device_memory_bytes=memory,
                          held_out_every=grid.held_out, notes=notes)
+
+
+def fit_points(points: list, held_out_every: int) -> tuple[StepFit, dict]:
+    """The fit of ``points`` (held-out ones excluded) and how well it predicts those."""
+    train, held = split_held_out(points, held_out_every)
+    fit = fit_step([p for p in train if isinstance(p, PrefillPoint)],
+                   [p for p in train if isinstance(p, DecodePoint)])
+    return fit, {
+        "num_points": len(points), "held_out_points": len(held),
+        "held_out_median_relative_error": median_error(fit, held),
+        "prefill_held_out_error": median_error(
+            fit, [p for p in held if isinstance(p, PrefillPoint)]),
+        "decode_held_out_error": median_error(
+            fit, [p for p in held if isinstance(p, DecodePoint)]),
+        "train_median_relative_error": median_error(fit, train),
+        "measurements": [p.to_dict() for p in points]}
+
+
+def profile_tp(config, tp: int, grid: ProfileGrid,
+               progress: Callable[[int, int, str], None] | None = None) -> tuple[StepFit, dict]:
+    """Measure ``grid`` on a TP group of ``tp`` worker processes (the engine's own workers,
+    :mod:`dsbox.placement.tp_profiler`) and fit it; ``(fit, what it was fitted on)``."""
+    from dsbox.placement.tp_profiler import WorkerGroupTimer
+
+    with WorkerGroupTimer(config, tp) as timer:
+        points = measure(timer, grid, timer.max_model_len, progress)
+    return fit_points(points, grid.held_out)
+
+
+def add_tp_fit(profile: LatencyProfile, tp: int, fit: StepFit, record: dict) -> None:
+    """Put the fit of TP ``tp`` (and its L_m and record) into ``profile``."""
+    from dsbox.placement.fitting import point_from_dict
+
+    profile.fits[profile.default_engine][tp] = fit
+    points = [point_from_dict(m) for m in record["measurements"]]
+    profile.prefill_token_budget[tp] = token_budget(
+        [p for p in points if isinstance(p, PrefillPoint)])
+    profile.provenance.setdefault("tp", {})[str(tp)] = {
+        "source": "measured with `dsbox profile` through the worker processes", **record}

@@ -28,7 +28,8 @@ whole-model decode time of the micro-batch (the fit at pp = 1, coefficient set b
 micro-batch size) divided by ``pp``.
 It leaves stage 0 after one stage time and, if no stage holds it up, ends after ``pp``.
 With ``pp = 1`` this is one step at a time. The runtime's own cost of a step (the
-profile's step overhead) is paid in stage 0's slot before the step's first stage.
+profile's prefill or decode step overhead, by the step's kind) is paid in stage 0's slot
+before the step's first stage.
 
 With an SLO the simulator counts requests that meet / miss it as they happen and, with
 ``stop_early``, stops as soon as the attainment verdict is certain. A request counts as
@@ -69,7 +70,7 @@ class _Instance:
 
     __slots__ = ("index", "spec", "sched", "latency", "decode_latency", "pp", "stage_busy",
                  "num_in_flight", "num_decoding", "busy_ids", "stage_free", "lazy",
-                 "role_index", "is_prefill", "is_decode", "overhead", "decode_fit")
+                 "role_index", "is_prefill", "is_decode", "decode_overhead", "decode_fit")
 
     def __init__(self, index: int, role_index: int, spec: SimInstance, fast: bool) -> None:
         self.index = index
@@ -96,7 +97,8 @@ class _Instance:
         self.is_decode = spec.role == "decode"
         # the hot path's copies of the latency model's numbers (same arithmetic as its
         # methods: see _start)
-        self.overhead = (spec.latency.overhead_ms, spec.latency.overhead_ms_per_token)
+        decode_overhead = spec.latency.decode_overhead
+        self.decode_overhead = (decode_overhead.ms, decode_overhead.ms_per_token)
         fit = spec.latency.fit
         self.decode_fit = (fit.decode_small, fit.decode_large, fit.decode_threshold)
 
@@ -318,13 +320,16 @@ class Simulator:
     def _start(self, inst: _Instance, now: float, out) -> None:
         """Put ``out`` (a scheduler output or a lazy group) through the pipeline."""
         pp = inst.pp
+        lat = inst.latency
         if out.__class__ is SchedulerOutput:
             context = sum(s.context_len for s in out.seqs)
             if out.phase is Phase.PREFILL:
                 lens = [s.num_new_tokens for s in out.seqs]
-                stage = inst.latency.prefill_stage_time(sum(lens), sum(x * x for x in lens))
+                stage = lat.prefill_stage_time(sum(lens), sum(x * x for x in lens))
+                overhead = lat.prefill_overhead_time(context)
             else:
                 stage = inst.decode_stage_time(len(out.seqs), context)
+                overhead = lat.decode_overhead_time(context)
                 inst.num_decoding += 1
             if pp > 1:
                 inst.busy_ids.update([s.seq_id for s in out.seqs])
@@ -334,13 +339,13 @@ class Simulator:
             small, large, threshold = inst.decode_fit
             a, b, c = small if size < threshold else large
             stage = (a + (b * context + c * size)) * 1e-3 / pp
+            fixed, per_token = inst.decode_overhead  # decode_overhead_time, inlined
+            overhead = (fixed + per_token * context) * 1e-3
             inst.num_decoding += 1
         free = inst.stage_free
         # the runtime's own cost of the step comes first, in stage 0's slot
-        # (InstanceLatency.step_overhead, the same operations)
-        fixed, per_token = inst.overhead
         start = free[0] if free[0] > now else now
-        t = start + (fixed + per_token * context) * 1e-3 + stage
+        t = start + overhead + stage
         free[0] = t
         for s in range(1, pp):
             t = max(t, free[s]) + stage

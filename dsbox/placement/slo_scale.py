@@ -4,8 +4,8 @@ The x-axis of DistServe's Figure 8 scales the SLO; here the base is what the pro
 one request alone takes on the smallest instance it has (TP of its smallest fit, no PP):
 TTFT base = the prefill of a mean prompt of the workload, TPOT base = a decode step of one
 sequence at the workload's mean context (prompt + half the output), both with the
-profile's per-step overhead. ``scale`` 1 is then unreachable under any load, a few times
-that is a realistic target; it works for any profile, a CPU one measured by
+profile's per-step overhead of that kind. ``scale`` 1 is then unreachable under any load,
+a few times that is a realistic target; it works for any profile, a CPU one measured by
 ``dsbox profile`` included, where the paper's presets (hundreds of ms) mean nothing.
 """
 
@@ -25,8 +25,8 @@ def single_request_latencies(profile: LatencyProfile, sample: RequestSample,
     lat = InstanceLatency.from_profile(profile, tp, 1, engine)
     prompt = int(round(sample.mean_prompt))
     context = int(round(sample.mean_prompt + sample.mean_output / 2))
-    ttft = lat.prefill_time(prompt, prompt * prompt) + lat.step_overhead(prompt)
-    tpot = lat.decode_time(1, context) + lat.step_overhead(context)
+    ttft = lat.prefill_time(prompt, prompt * prompt) + lat.prefill_overhead_time(prompt)
+    tpot = lat.decode_time(1, context) + lat.decode_overhead_time(context)
     return ttft, tpot, tp
 
 

@@ -7,7 +7,7 @@ import json
 import pytest
 
 from dsbox.config.model_spec import get_model_spec
-from dsbox.placement.profile import LatencyProfile, StepFit, detect_token_budget
+from dsbox.placement.profile import LatencyProfile, StepFit, StepOverhead, detect_token_budget
 from dsbox.placement.profile_source import builtin_profiles, load_profile
 
 
@@ -102,12 +102,19 @@ def test_unknown_profile_lists_the_profiles_there_are(tmp_path):
 
 def test_step_overhead_round_trips_and_defaults_to_zero(tmp_path):
     p = load_profile("a100-80g", "opt-13b")
-    assert p.step_overhead_ms == 0.0 and p.step_overhead_ms_per_token == 0.0
-    p.step_overhead_ms, p.step_overhead_ms_per_token = 2.0, 1e-4
+    assert p.prefill_overhead == p.decode_overhead == StepOverhead(0.0, 0.0)
+    p.prefill_overhead, p.decode_overhead = StepOverhead(2.0, 1e-4), StepOverhead(0.5, 0.0)
     p.save(tmp_path / "p.json")
     q = LatencyProfile.load(tmp_path / "p.json")
-    assert (q.step_overhead_ms, q.step_overhead_ms_per_token) == (2.0, 1e-4)
+    assert (q.prefill_overhead, q.decode_overhead) == (StepOverhead(2.0, 1e-4),
+                                                       StepOverhead(0.5, 0.0))
     data = p.to_dict()
-    data["step_overhead_ms"] = -1
+    data["step_overhead"]["decode"]["ms"] = -1
     with pytest.raises(ValueError, match="overheads"):
         LatencyProfile.from_dict(data)
+    # an older file: one overhead for every step, or none at all
+    del data["step_overhead"]
+    old = LatencyProfile.from_dict({**data, "step_overhead_ms": 2.0,
+                                    "step_overhead_ms_per_token": 1e-4})
+    assert old.prefill_overhead == old.decode_overhead == StepOverhead(2.0, 1e-4)
+    assert LatencyProfile.from_dict(data).decode_overhead == StepOverhead()

@@ -9,6 +9,7 @@ import pytest
 from dsbox.config.slo import SLO
 from dsbox.engine.core.scheduler import DecodeScheduler, PrefillScheduler, Scheduler
 from dsbox.placement.latency import InstanceLatency
+from dsbox.placement.profile import StepOverhead
 from dsbox.placement.sim_types import SimInstance, SimSetup, SimTrace
 from dsbox.placement.simulator import Simulator, simulate
 from dsbox.placement.workload import sample_requests
@@ -162,10 +163,10 @@ def test_instance_validation():
 @pytest.mark.parametrize("fast", [True, False])
 def test_step_overhead_is_paid_by_every_step(pp, fast):
     """One request alone on a prefill and a decode instance: every step takes the
-    runtime's overhead (2 ms + 1e-3 ms per context token) on top of the model's time, once
-    per step whatever the PP (it is paid in stage 0's slot)."""
-    over = {"overhead_ms": 2.0, "overhead_ms_per_token": 1e-3}
-    lat = InstanceLatency(1, pp, FIT, **over)
+    runtime's overhead of its kind (prefill 2 ms + 1e-3 ms per context token, decode 0.5 ms
+    + 2e-3 ms per token) on top of the model's time, once per step whatever the PP (it is
+    paid in stage 0's slot)."""
+    lat = InstanceLatency(1, pp, FIT, StepOverhead(2.0, 1e-3), StepOverhead(0.5, 2e-3))
     insts = tuple(SimInstance(role, lat, 4000) for role in ("prefill", "decode"))
     setup = SimSetup(insts, KV_BYTES, ((1e30,),))
     prompt, output = 300, 6
@@ -176,7 +177,7 @@ def test_step_overhead_is_paid_by_every_step(pp, fast):
     for k in range(1, output):
         context = prompt + k
         gap = lc.token_times[k] - lc.token_times[k - 1]
-        expected = whole.decode_time(1, context) + (2.0 + 1e-3 * context) * 1e-3
+        expected = whole.decode_time(1, context) + (0.5 + 2e-3 * context) * 1e-3
         assert gap == pytest.approx(expected, rel=1e-9)
 
 

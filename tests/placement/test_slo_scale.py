@@ -8,6 +8,7 @@ from dsbox.config.model_spec import get_model_spec
 from dsbox.config.slo import SLO
 from dsbox.placement.latency import InstanceLatency
 from dsbox.placement.plan import resolve_slo
+from dsbox.placement.profile import StepOverhead
 from dsbox.placement.profile_source import load_profile
 from dsbox.placement.slo_scale import scaled_slo, single_request_latencies
 from dsbox.placement.workload import sample_requests, synthetic_lengths
@@ -27,8 +28,10 @@ def test_scale_multiplies_one_request_alone_on_the_smallest_tp():
     slo = scaled_slo(prof, SAMPLE, 3.0)
     assert (slo.ttft, slo.tpot) == pytest.approx((3 * ttft, 3 * tpot))
     assert slo.name.startswith("3x single-request latency")
-    prof.step_overhead_ms = 5.0  # the runtime's own cost is part of a request's latency
-    assert single_request_latencies(prof, SAMPLE)[1] == pytest.approx(tpot + 0.005)
+    # the runtime's own cost of each kind of step is part of a request's latency
+    prof.prefill_overhead, prof.decode_overhead = StepOverhead(3.0), StepOverhead(5.0)
+    assert single_request_latencies(prof, SAMPLE)[:2] == pytest.approx((ttft + 0.003,
+                                                                        tpot + 0.005))
     with pytest.raises(ValueError, match="> 0"):
         scaled_slo(prof, SAMPLE, 0.0)
 

@@ -45,6 +45,7 @@ from dsbox.engine.runtime.messages import (
     PullDone,
     StageFree,
     StepDone,
+    Wake,
     WorkerFailed,
 )
 from dsbox.engine.runtime.request_flow import RequestFlow
@@ -79,6 +80,7 @@ class Engine(EngineClient):
         self._local_results: deque = deque()
         self._inbox: queue.Queue = queue.Queue()
         self._wake = threading.Event()  # set by every call; the in-process loop sleeps on it
+        self._sleeping = False  # the workers' loop is (about to be) blocked on their results
         self._ids = itertools.count()
         self._closed = False
         self._stopping = threading.Event()
@@ -183,6 +185,8 @@ class Engine(EngineClient):
     def _post(self, msg: tuple) -> None:
         self._inbox.put(msg)
         self._wake.set()
+        if self._sleeping and self._results is not None:
+            self._results.put(Wake())
 
     def _check_open(self) -> None:
         if self.loop_error is not None:
@@ -330,10 +334,15 @@ class Engine(EngineClient):
                 self._wake.wait(timeout)
             self._wake.clear()
             return
+        self._sleeping = idle  # set before looking at the inbox: a call after it wakes us
         try:
+            if idle and not self._inbox.empty():
+                return
             msg = self._results.get(timeout=timeout)
         except queue.Empty:
             return
+        finally:
+            self._sleeping = False
         while True:
             self._handle(msg)
             try:

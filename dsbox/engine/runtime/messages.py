@@ -99,6 +99,7 @@ class StepDone:
     step_id: int
     token_ids: list[int]
     logprobs: list | None = None
+    model_ms: float = 0.0  # the step's time on the reporting worker, ms (the profiler reads it)
 
 
 @dataclass(frozen=True, slots=True)
@@ -131,3 +132,9 @@ class WorkerFailed:
     rank: int
     message: str      # one line: the exception's type and text
     detail: str = ""  # the traceback
+
+
+@dataclass(frozen=True, slots=True)
+class Wake:
+    """Posted by the engine itself on its results queue: a call came in while its loop
+    sleeps on that queue (so a request arriving to an idle engine starts at once)."""

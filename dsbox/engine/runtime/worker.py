@@ -122,12 +122,14 @@ def _serve(ws: WorkerSpec, inbox, results, export_queues, import_queues) -> None
     while True:
         cmd = inbox.get()
         if isinstance(cmd, RunStep):
+            start = time.perf_counter()
             out = _run_step(ws, worker, cmd)
             if reports_stage0:
                 results.put(StageFree(ws.instance_id, cmd.step_id))
             if reports:
                 tokens, logprobs = out
-                results.put(StepDone(ws.instance_id, cmd.step_id, tokens, logprobs))
+                model_ms = (time.perf_counter() - start) * 1e3
+                results.put(StepDone(ws.instance_id, cmd.step_id, tokens, logprobs, model_ms))
         elif isinstance(cmd, PullKV):
             nbytes = worker.pull(sources[cmd.src_instance], cmd.src_blocks, cmd.dst_blocks)
             results.put(PullDone(ws.instance_id, ws.rank, cmd.pull_id, nbytes))
