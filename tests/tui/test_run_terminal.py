@@ -57,27 +57,41 @@ def _wait(predicate, timeout: float, what: str):
 
 
 # --- tmux ------------------------------------------------------------------------------------
+class TmuxPane:
+    """A command in a detached tmux session of its own (socket ``name``) of a given size;
+    its environment carries the mark ``name``, and the pane prints ``EXITED <rc>`` after."""
+
+    def __init__(self, name: str, args: list[str], cols: int, rows: int) -> None:
+        self.mark = name
+        self.tmux = ["tmux", "-L", name]
+        command = shlex.join(["env", f"{MARK}={name}", *args]) + "; echo EXITED $?; sleep 120"
+        subprocess.run([*self.tmux, "new-session", "-d", "-x", str(cols), "-y", str(rows),
+                        command], env=terminal_env(), check=True)
+        self.shell = int(subprocess.run([*self.tmux, "display", "-p", "#{pane_pid}"],
+                                        capture_output=True, text=True).stdout)
+
+    def screen(self) -> str:
+        return subprocess.run([*self.tmux, "capture-pane", "-p"], capture_output=True,
+                              text=True).stdout
+
+    def send(self, *keys: str) -> None:
+        subprocess.run([*self.tmux, "send-keys", *keys], check=True)
+
+    def kill(self) -> None:
+        subprocess.run([*self.tmux, "kill-server"], capture_output=True)
+
+
 @pytest.mark.skipif(shutil.which("tmux") is None, reason="tmux is not installed")
 def test_tmux_smoke(preln_ckpt, engine, tmp_path):
     """What a user does: run it, see the dashboard, chat, read the reply, quit."""
-    sock = mark = f"dsbox-test-{os.getpid()}"
-    tmux = ["tmux", "-L", sock]
-    command = (shlex.join(["env", f"{MARK}={mark}", *DSBOX, *run_args(preln_ckpt)])
-               + "; echo EXITED $?; sleep 120")
-    subprocess.run([*tmux, "new-session", "-d", "-x", "160", "-y", "50", command],
-                   env=terminal_env(), check=True)
+    term = TmuxPane(f"dsbox-test-{os.getpid()}", [*DSBOX, *run_args(preln_ckpt)], 160, 50)
+    pane, shell, mark = term.screen, term.shell, term.mark
     try:
-        def pane() -> str:
-            return subprocess.run([*tmux, "capture-pane", "-p"], capture_output=True,
-                                  text=True).stdout
-
-        shell = int(subprocess.run([*tmux, "display", "-p", "#{pane_pid}"],
-                                   capture_output=True, text=True).stdout)
         _wait(lambda: "Instances" in pane() and "Load generator" in pane(), STARTUP_TIMEOUT,
               "the dashboard")
         tree = descendants(shell)
         shm = shm_files(tree)
-        subprocess.run([*tmux, "send-keys", "Hello", "Enter"], check=True)
+        term.send("Hello", "Enter")
 
         def answered() -> str | None:
             screen = pane()
@@ -94,13 +108,13 @@ def test_tmux_smoke(preln_ckpt, engine, tmp_path):
         for word in words:
             assert word in screen, (word, want.text, screen)
         assert f"{len(want.token_ids)} tokens · {want.finish_reason}" in screen
-        subprocess.run([*tmux, "send-keys", "C-q"], check=True)
+        term.send("C-q")
         _wait(lambda: "EXITED 0" in pane(), 60, "dsbox to exit")
         assert not wait_gone(tree), "processes left behind"
         assert not marked(mark), "orphaned processes"
         assert not left_in_shm(shm)
     finally:
-        subprocess.run([*tmux, "kill-server"], capture_output=True)
+        term.kill()
 
 
 REPO = Path(__file__).resolve().parents[2]
@@ -119,24 +133,14 @@ def _make_run_ready() -> bool:
 def test_make_run_opens_the_app_on_the_default_model_at_80x24():
     """The README's first command: the app on dsbox-chat (no model given, auto placement),
     on the smallest terminal it supports, answering a chat message in words."""
-    sock = mark = f"dsbox-make-run-{os.getpid()}"
-    tmux = ["tmux", "-L", sock]
-    command = (shlex.join(["env", f"{MARK}={mark}", "make", "-s", "-C", str(REPO), "run"])
-               + "; echo EXITED $?; sleep 120")
-    subprocess.run([*tmux, "new-session", "-d", "-x", "80", "-y", "24", command],
-                   env=terminal_env(), check=True)
+    term = TmuxPane(f"dsbox-make-run-{os.getpid()}", ["make", "-s", "-C", str(REPO), "run"],
+                    80, 24)
+    pane, shell, mark = term.screen, term.shell, term.mark
     try:
-        def pane() -> str:
-            return subprocess.run([*tmux, "capture-pane", "-p"], capture_output=True,
-                                  text=True).stdout
-
-        shell = int(subprocess.run([*tmux, "display", "-p", "#{pane_pid}"],
-                                   capture_output=True, text=True).stdout)
         _wait(lambda: "dsbox-chat" in pane() and "Message the model" in pane()
               and "KV" in pane(), STARTUP_TIMEOUT, "the app on dsbox-chat")
         tree = descendants(shell)
-        subprocess.run([*tmux, "send-keys", "What is the weather like today?", "Enter"],
-                       check=True)
+        term.send("What is the weather like today?", "Enter")
 
         def answered() -> str | None:
             screen = pane()
@@ -145,12 +149,12 @@ def test_make_run_opens_the_app_on_the_default_model_at_80x24():
         screen = _wait(answered, 120, "the reply")
         reply = screen.split("What is the weather like today?")[-1]
         assert len(re.findall(r"\b[a-z]{3,}\b", reply)) >= 5, screen  # words, not bytes
-        subprocess.run([*tmux, "send-keys", "C-q"], check=True)
+        term.send("C-q")
         _wait(lambda: "EXITED 0" in pane(), 60, "make run to exit")
         assert not wait_gone(tree), "processes left behind"
         assert not marked(mark), "orphaned processes"
     finally:
-        subprocess.run([*tmux, "kill-server"], capture_output=True)
+        term.kill()
 
 
 # --- signals and a crash under a pseudo-terminal ---------------------------------------------
