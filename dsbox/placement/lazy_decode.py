@@ -215,11 +215,7 @@ class LazyDecode:
             del g.cross_at[step]
             if crossers:
                 bm.grow([m.seq.seq_id for m in crossers])  # each needs one block more
-                later = step + self.block_size
-                if later in g.cross_at:
-                    g.cross_at[later].extend(crossers)
-                else:
-                    g.cross_at[later] = crossers
+                g.cross_at.setdefault(step + self.block_size, []).extend(crossers)
         if g.newcomers:
             for m in g.newcomers:
                 if m.group is g and m.seq.lifecycle.decode_start is None:

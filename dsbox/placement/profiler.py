@@ -210,22 +210,14 @@ def build_profile(points: list, *, model: str, device: str, device_name: str, dt
                   device_memory_bytes: int, held_out_every: int, notes: dict | None = None
                   ) -> ProfileRun:
     """Fit the training points and wrap the result as a ``dsbox`` profile (TP 1)."""
-    train, held = split_held_out(points, held_out_every)
-    prefill = [p for p in train if isinstance(p, PrefillPoint)]
-    decode = [p for p in train if isinstance(p, DecodePoint)]
-    fit: StepFit = fit_step(prefill, decode)
+    fit, train, held = _fit_split(points, held_out_every)
     budget = token_budget([p for p in points if isinstance(p, PrefillPoint)])
-    held_err = median_error(fit, held)
-    pre_err = median_error(fit, [p for p in held if isinstance(p, PrefillPoint)])
-    dec_err = median_error(fit, [p for p in held if isinstance(p, DecodePoint)])
+    errors = _fit_errors(fit, points, train, held)
     provenance = {
         "source": "measured with `dsbox profile` (dsbox engine, dummy weights)",
         "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
         "device_name": device_name,
-        "num_points": len(points),
-        "held_out_points": len(held),
-        "held_out_median_relative_error": held_err,
-        "train_median_relative_error": median_error(fit, train),
+        **errors,
         "max_train_relative_error": max(relative_errors(fit, train)),
         **(notes or {}),
     }
@@ -234,7 +226,8 @@ def build_profile(points: list, *, model: str, device: str, device_name: str, dt
         device_memory_bytes=device_memory_bytes, fits={"dsbox": {1: fit}},
         default_engine="dsbox", prefill_token_budget={1: budget}, provenance=provenance,
         measurements=[p.to_dict() for p in points])
-    return ProfileRun(profile, train, held, held_err, pre_err, dec_err)
+    return ProfileRun(profile, train, held, errors["held_out_median_relative_error"],
+                      errors["prefill_held_out_error"], errors["decode_held_out_error"])
 
 
 def device_slug(name: str) -> str:
@@ -285,20 +278,31 @@ def profile_engine(engine, grid: ProfileGrid, *, device: str | None = None,
                          held_out_every=grid.held_out, notes=notes)
 
 
-def fit_points(points: list, held_out_every: int) -> tuple[StepFit, dict]:
-    """The fit of ``points`` (held-out ones excluded) and how well it predicts those."""
+def _fit_split(points: list, held_out_every: int) -> tuple[StepFit, list, list]:
+    """The fit of ``points`` without the held-out ones, the training and held-out points."""
     train, held = split_held_out(points, held_out_every)
     fit = fit_step([p for p in train if isinstance(p, PrefillPoint)],
                    [p for p in train if isinstance(p, DecodePoint)])
-    return fit, {
+    return fit, train, held
+
+
+def _fit_errors(fit: StepFit, points: list, train: list, held: list) -> dict:
+    """How well ``fit`` predicts the held-out points (all, prefill, decode) and its own."""
+    return {
         "num_points": len(points), "held_out_points": len(held),
         "held_out_median_relative_error": median_error(fit, held),
         "prefill_held_out_error": median_error(
             fit, [p for p in held if isinstance(p, PrefillPoint)]),
         "decode_held_out_error": median_error(
             fit, [p for p in held if isinstance(p, DecodePoint)]),
-        "train_median_relative_error": median_error(fit, train),
-        "measurements": [p.to_dict() for p in points]}
+        "train_median_relative_error": median_error(fit, train)}
+
+
+def fit_points(points: list, held_out_every: int) -> tuple[StepFit, dict]:
+    """The fit of ``points`` (held-out ones excluded) and how well it predicts those."""
+    fit, train, held = _fit_split(points, held_out_every)
+    return fit, {**_fit_errors(fit, points, train, held),
+                 "measurements": [p.to_dict() for p in points]}
 
 
 def profile_tp(config, tp: int, grid: ProfileGrid,

@@ -70,7 +70,7 @@ class _Instance:
 
     __slots__ = ("index", "spec", "sched", "latency", "decode_latency", "pp", "stage_busy",
                  "num_in_flight", "num_decoding", "busy_ids", "stage_free", "lazy",
-                 "role_index", "is_prefill", "is_decode", "decode_overhead", "decode_fit")
+                 "role_index", "is_prefill", "is_decode")
 
     def __init__(self, index: int, role_index: int, spec: SimInstance, fast: bool) -> None:
         self.index = index
@@ -95,12 +95,6 @@ class _Instance:
         self.lazy = LazyDecode(self.sched) if fast and spec.role != "prefill" else None
         self.is_prefill = spec.role == "prefill"
         self.is_decode = spec.role == "decode"
-        # the hot path's copies of the latency model's numbers (same arithmetic as its
-        # methods: see _start)
-        decode_overhead = spec.latency.decode_overhead
-        self.decode_overhead = (decode_overhead.ms, decode_overhead.ms_per_token)
-        fit = spec.latency.fit
-        self.decode_fit = (fit.decode_small, fit.decode_large, fit.decode_threshold)
 
     @property
     def scheduler(self) -> Scheduler:  # what the routing rules read
@@ -116,14 +110,7 @@ class _Instance:
         """The runtime's cap on a decode micro-batch (None without PP)."""
         if self.pp == 1:
             return None
-        return decode_micro_batch_cap(len(self.sched.running), self.pp, self.num_decoding)
-
-    def decode_stage_time(self, batch_size: int, sum_context: int) -> float:
-        """``decode_latency.decode_time(batch_size, sum_context) / pp``: at pp = 1 the fit
-        itself (one micro-batch, no division), computed with the same operations."""
-        small, large, threshold = self.decode_fit
-        a, b, c = small if batch_size < threshold else large
-        return (a + (b * sum_context + c * batch_size)) * 1e-3 / self.pp
+        return decode_micro_batch_cap(self.sched.num_running, self.pp, self.num_decoding)
 
 
 class Simulator:
@@ -300,8 +287,7 @@ class Simulator:
                 if out is not None:
                     self._start(inst, now, out)
                     return
-            group = lazy.try_start(now, inst.busy_ids,
-                                   None if inst.pp == 1 else inst.decode_cap())
+            group = lazy.try_start(now, inst.busy_ids, inst.decode_cap())
             if group is IDLE:
                 return
             if group is not None:
@@ -328,24 +314,19 @@ class Simulator:
                 stage = lat.prefill_stage_time(sum(lens), sum(x * x for x in lens))
                 overhead = lat.prefill_overhead_time(context)
             else:
-                stage = inst.decode_stage_time(len(out.seqs), context)
+                stage = inst.decode_latency.decode_time(len(out.seqs), context) / pp
                 overhead = lat.decode_overhead_time(context)
                 inst.num_decoding += 1
             if pp > 1:
                 inst.busy_ids.update([s.seq_id for s in out.seqs])
-        else:  # a lazy group: decode_stage_time, inlined (one call a step less)
+        else:  # a lazy group
             context = out.sum_context
-            size = out.batch_size
-            small, large, threshold = inst.decode_fit
-            a, b, c = small if size < threshold else large
-            stage = (a + (b * context + c * size)) * 1e-3 / pp
-            fixed, per_token = inst.decode_overhead  # decode_overhead_time, inlined
-            overhead = (fixed + per_token * context) * 1e-3
+            stage = inst.decode_latency.decode_time(out.batch_size, context) / pp
+            overhead = lat.decode_overhead_time(context)
             inst.num_decoding += 1
         free = inst.stage_free
         # the runtime's own cost of the step comes first, in stage 0's slot
-        start = free[0] if free[0] > now else now
-        t = start + overhead + stage
+        t = max(now, free[0]) + overhead + stage
         free[0] = t
         for s in range(1, pp):
             t = max(t, free[s]) + stage
@@ -353,12 +334,9 @@ class Simulator:
         inst.stage_busy = True
         inst.num_in_flight += 1
         self.num_steps += 1
-        heap = self.heap
         if pp > 1:
-            self.counter += 1
-            heapq.heappush(heap, (free[0], self.counter, _STAGE_FREE, inst, None))
-        self.counter += 1
-        heapq.heappush(heap, (t, self.counter, _STEP_DONE, inst, out))
+            self._push(free[0], _STAGE_FREE, inst)
+        self._push(t, _STEP_DONE, inst, out)
 
     def _step_done(self, inst: _Instance, out, now: float) -> None:
         inst.num_in_flight -= 1
