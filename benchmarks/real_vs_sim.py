@@ -14,7 +14,12 @@ Two simulated columns are reported:
 
     python benchmarks/real_vs_sim.py --profile profiles/cpu/opt-tiny.json --out bench-out \\
         [--model opt-tiny] [--workload humaneval] [--rates 2,4,8,12] [--num-requests 40] \\
-        [--ttft 0.1] [--tpot 0.025] [--placements "colocated:tp=1" "prefill:tp=1;decode:tp=1"]
+        [--ttft 0.1] [--tpot 0.025] [--placements "colocated:tp=1" "prefill:tp=1;decode:tp=1"] \\
+        [--repeats 3]
+
+With ``--repeats N`` each placement's real runs are repeated N times (the whole sweep of
+rates each time, so a slow spell of the machine falls on different rates) and the mean
+measured attainment is compared; every run's figure is printed too.
 """
 
 from __future__ import annotations
@@ -23,6 +28,7 @@ import argparse
 import copy
 import json
 import os
+import statistics
 import subprocess
 import sys
 import time
@@ -49,7 +55,7 @@ def pairs(data: dict, placement: str):
 
 def without_overhead(profile: dict) -> dict:
     out = copy.deepcopy(profile)
-    zero = {"ms": 0.0, "ms_per_token": 0.0}
+    zero = {"ms": 0.0, "ms_per_token": 0.0, "ms_per_seq": 0.0}
     out["step_overhead"] = {"prefill": dict(zero), "decode": dict(zero)}
     out.pop("step_overhead_ms", None)
     out.pop("step_overhead_ms_per_token", None)
@@ -68,7 +74,10 @@ def main() -> int:
     ap.add_argument("--tpot", type=float, default=0.025)
     ap.add_argument("--placements", nargs="+",
                     default=["colocated:tp=1", "prefill:tp=1;decode:tp=1"])
+    ap.add_argument("--repeats", type=int, default=1, help="real sweeps per placement")
     args = ap.parse_args()
+    if args.repeats < 1:
+        raise SystemExit("--repeats must be >= 1")
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     common = ["--model", args.model, "--workload", args.workload, "--ttft", str(args.ttft),
@@ -81,23 +90,33 @@ def main() -> int:
     bare.write_text(json.dumps(without_overhead(profile)))
     kinds = profile.get("step_overhead", {})
     print("profile's runtime overhead per step: " + ", ".join(
-        f"{k} {v.get('ms', 0):.3g} ms + {v.get('ms_per_token', 0):.3g} ms/token"
+        f"{k} {v.get('ms', 0):.3g} ms + {v.get('ms_per_token', 0):.3g} ms/token + "
+        f"{v.get('ms_per_seq', 0):.3g} ms/seq"
         for k, v in kinds.items()) if kinds else "profile has no runtime overhead")
     for k, placement in enumerate(args.placements):
-        main_run = bench([*common, "--placement", placement, "--profile", args.profile,
-                          "--real", "--rates", args.rates, "--num-requests",
-                          str(args.num_requests)], out / f"run-{k}.json")
+        sweeps = [bench([*common, "--placement", placement, "--profile", args.profile,
+                         "--real", "--rates", args.rates, "--num-requests",
+                         str(args.num_requests)], out / f"run-{k}-{n}.json")
+                  for n in range(args.repeats)]
         ideal = bench([*common, "--placement", placement, "--profile", str(bare),
                        "--no-real", "--rates", args.rates, "--num-requests",
                        str(args.num_requests)], out / f"run-{k}-no-overhead.json")
         ideal_by_rate = {r["rate"]: r["slo_attainment"] for r in ideal["runs"]}
+        measured: dict[float, list[float]] = {}
+        simulated: dict[float, float] = {}
+        for sweep in sweeps:
+            for real, sim in pairs(sweep, placement):
+                measured.setdefault(real["rate"], []).append(real["slo_attainment"])
+                simulated[real["rate"]] = sim["slo_attainment"]
         print(f"\n{placement}: load average {os.getloadavg()[0]:.1f}")
+        runs_col = "measured runs" if args.repeats > 1 else ""
         print(f"{'rate':>6} {'measured':>9} {'sim':>7} {'diff pp':>8} "
-              f"{'sim, no overhead':>17} {'diff pp':>8}")
-        for real, sim in pairs(main_run, placement):
-            m, s, f = real["slo_attainment"], sim["slo_attainment"], ideal_by_rate[real["rate"]]
-            print(f"{real['rate']:>6g} {m:>9.1%} {s:>7.1%} {(s - m) * 100:>+8.1f} {f:>17.1%} "
-                  f"{(f - m) * 100:>+8.1f}")
+              f"{'sim, no overhead':>17} {'diff pp':>8}  {runs_col}")
+        for rate, ms in measured.items():
+            m, s, f = statistics.fmean(ms), simulated[rate], ideal_by_rate[rate]
+            each = " ".join(f"{x:.1%}" for x in ms) if args.repeats > 1 else ""
+            print(f"{rate:>6g} {m:>9.1%} {s:>7.1%} {(s - m) * 100:>+8.1f} {f:>17.1%} "
+                  f"{(f - m) * 100:>+8.1f}  {each}")
     return 0
 
 

@@ -244,9 +244,8 @@ def _profile_note(prof, where: str, fit: str) -> str:
     text = (f"simulated on profile {where} ({prof.model} on {prof.device_name or prof.device}, "
             f"{fit}'s fit)")
     pre, dec = prof.prefill_overhead, prof.decode_overhead
-    return (text + f"; runtime overhead per step: prefill {pre.ms:.3g} ms + "
-            f"{pre.ms_per_token:.3g} ms/token, decode {dec.ms:.3g} ms + "
-            f"{dec.ms_per_token:.3g} ms/token")
+    return (text + f"; runtime overhead per step: prefill {pre.describe()}, decode "
+            f"{dec.describe()}")
 
 
 def register(app: typer.Typer) -> None:

@@ -9,7 +9,9 @@ worker processes (:mod:`dsbox.placement.tp_profiler`). Then it starts the real e
 under a serving placement (``--placement``; default disaggregated on two devices or cores
 where there are two, else colocated), sends lone requests one at a time and fits the
 runtime's own cost per prefill and per decode step (scheduling, IPC, batch building:
-measured minus the fit's model time; see :mod:`dsbox.placement.overhead`), so the
+measured minus the fit's model time), then bursts of requests whose every step the engine
+logs, for the part of that cost that grows with the batch (see
+:mod:`dsbox.placement.overhead`), so the
 simulator predicts this runtime. It writes
 ``profiles/<device>/<model>.json`` (or ``--output``), which ``dsbox plan --profile
 profiles/<device>`` reads.
@@ -38,7 +40,7 @@ def profile(
     quick: Annotated[bool, typer.Option(
         "--quick/--full", help="small grid (CPU, tests) or the full grid")] = False,
     repeats: Annotated[int | None, typer.Option(
-        help="timed runs per shape (the fastest counts); default: the grid's")] = None,
+        help="timed runs per shape (their median counts); default: the grid's")] = None,
     threads: Annotated[int | None, typer.Option(
         help="torch CPU threads while measuring (1 is steadiest on a busy machine)")] = None,
     tp: Annotated[str, typer.Option(
@@ -48,8 +50,8 @@ def profile(
     overhead: Annotated[bool, typer.Option(
         "--overhead/--no-overhead",
         help="after the fit, measure the serving runtime's own cost per prefill and decode "
-             "step (lone requests on the real engine; measured minus the fit) and put it "
-             "in the profile")] = True,
+             "step (lone requests and bursts on the real engine; measured minus the fit) "
+             "and put it in the profile")] = True,
     placement: Annotated[str | None, typer.Option(
         help="placement the runtime overhead is measured under (default: "
              "'prefill:tp=1;decode:tp=1' with >= 2 devices or cores, else "
@@ -58,8 +60,8 @@ def profile(
     engine_kwargs: dict,
 ) -> None:
     """Measure MODEL's prefill and decode step times and fit a latency profile, then the
-    serving runtime's own cost per prefill and decode step: lone requests on the running
-    engine under --placement (a progress bar for each)."""
+    serving runtime's own cost per prefill and decode step: lone requests and bursts on
+    the running engine under --placement (a progress bar for each)."""
     import dataclasses
 
     from dsbox.engine.model.source import ModelNotFoundError
@@ -203,9 +205,9 @@ def _report(run, path: Path, overhead=None) -> None:
     if overhead is not None:
         pre, dec = overhead.prefill, overhead.decode
         out.print(f"runtime overhead per step ({overhead.placement}, "
-                  f"{len(overhead.requests)} lone requests): prefill [bold]{pre.ms:.3g} ms[/]"
-                  f" + {pre.ms_per_token:.3g} ms/token, decode [bold]{dec.ms:.3g} ms[/] + "
-                  f"{dec.ms_per_token:.3g} ms/token")
+                  f"{len(overhead.requests)} lone requests, {overhead.num_steps} steps of "
+                  f"bursts): prefill [bold]{pre.describe()}[/], decode "
+                  f"[bold]{dec.describe()}[/]")
     out.print(f"wrote {path}")
     out.print(f"use it: dsbox plan --model {prof.model} --profile {path.parent} ...")
 

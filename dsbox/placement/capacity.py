@@ -55,8 +55,9 @@ def decode_rate(inst: SimInstance, sample: RequestSample, slo: SLO | None) -> fl
     best = 0.0
     for batch in range(1, max(1, max_batch) + 1):
         context = int(batch * mean_ctx)
-        step = lat.decode_time(batch, context) + min(lat.pp, batch) * lat.decode_overhead_time(
-            context // min(lat.pp, batch))
+        groups = min(lat.pp, batch)
+        step = lat.decode_time(batch, context) + groups * lat.decode_overhead_time(
+            context // groups, -(-batch // groups))
         if slo is not None and step > slo.tpot and batch > 1:
             break
         best = max(best, batch / step)
@@ -94,18 +95,19 @@ def prefill_work_ms(inst: SimInstance, sample: RequestSample) -> float:
     a, b, c = lat.fit.prefill
     share = sample.batch_share(inst.max_num_batched_tokens)
     fixed = max(a, 0.0) + lat.prefill_overhead.ms
-    return ((b + lat.prefill_overhead.ms_per_token) * sample.mean_prompt + c * sample.mean_prompt_sq
-            + fixed * share)
+    per_token = b + lat.prefill_overhead.ms_per_token
+    return (per_token * sample.mean_prompt + c * sample.mean_prompt_sq
+            + lat.prefill_overhead.ms_per_seq + fixed * share)
 
 
 def decode_work_ms(inst: SimInstance, sample: RequestSample) -> float:
     """Least whole-model time (ms) one mean request's decode steps add to their batches:
     ``sum over its tokens j >= 1 of b * (prompt + j) + c`` (the smaller coefficients of
-    the two sets)."""
+    the two sets, the runtime's per-token and per-sequence overheads added)."""
     lat = inst.latency
     fit = lat.fit
     b = min(fit.decode_small[1], fit.decode_large[1]) + lat.decode_overhead.ms_per_token
-    c = min(fit.decode_small[2], fit.decode_large[2])
+    c = min(fit.decode_small[2], fit.decode_large[2]) + lat.decode_overhead.ms_per_seq
     steps, ctx_sum = sample.decode_moments()
     return b * ctx_sum + c * steps
 

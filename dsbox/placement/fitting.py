@@ -3,8 +3,12 @@
 Measurements are prefill steps (the prompt lengths of the batch, milliseconds) and decode
 steps (batch size, total context, milliseconds). The fit minimises the sum of squared
 *relative* errors ``((predicted - measured) / measured)^2`` (a weighted least squares),
-so short and long steps count alike. Decode gets two coefficient sets split at a batch
-size threshold, chosen among the measured batch sizes to minimise the same error.
+so short and long steps count alike. Every coefficient is kept >= 0 (a step never gets
+cheaper with more tokens or sequences): a free fit on a few noisy points can trade a
+negative term against a positive one and then predict a near-zero or negative time for
+shapes between the measured ones, as it did for small decode batches on a CPU. Decode
+gets two coefficient sets split at a batch size threshold, chosen among the measured batch
+sizes to minimise the same error.
 """
 
 from __future__ import annotations
@@ -69,9 +73,30 @@ def fit_relative(points: Sequence[PrefillPoint | DecodePoint]) -> tuple[float, f
     y = np.array([p.ms for p in points], dtype=np.float64)
     scale = np.abs(x).max(axis=0)
     scale[scale == 0] = 1.0
-    coeffs, *_ = np.linalg.lstsq(x / scale / y[:, None], np.ones_like(y), rcond=None)
-    a, b, c = (coeffs / scale).tolist()
+    a, b, c = (nonnegative_lstsq(x / scale / y[:, None], np.ones_like(y)) / scale).tolist()
     return a, b, c
+
+
+def nonnegative_lstsq(x: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """``argmin |x @ w - y|`` subject to ``w >= 0``, for a few columns: the optimum is the
+    unconstrained least squares on some subset of the columns (the others 0), so every
+    subset is solved and the best one whose coefficients are all >= 0 is kept. Subsets are
+    tried smallest first and a larger one must fit clearly better, so a column that adds
+    nothing (the same as another, or constant where another is) stays at 0."""
+    n = x.shape[1]
+    best, best_err = np.zeros(n), float(np.dot(y, y))
+    floor = 1e-12 * best_err
+    for mask in sorted(range(1, 1 << n), key=lambda m: bin(m).count("1")):
+        cols = [j for j in range(n) if mask >> j & 1]
+        w, *_ = np.linalg.lstsq(x[:, cols], y, rcond=None)
+        if np.any(w < 0):
+            continue
+        full = np.zeros(n)
+        full[cols] = w
+        err = float(np.sum((x @ full - y) ** 2))
+        if err < best_err * (1 - 1e-9) - floor:
+            best, best_err = full, err
+    return best
 
 
 def _predict(coeffs, point) -> float:

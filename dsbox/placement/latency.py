@@ -14,8 +14,8 @@ the fit itself.
 
 ``prefill_overhead_time`` / ``decode_overhead_time`` are the serving runtime's own cost of
 a prefill / decode step (the profile's ``step_overhead`` of that kind: a constant plus a
-cost per token of context), paid before the step enters stage 0: the simulator adds it to
-every step's stage-0 time.
+cost per token of context and one per sequence), paid before the step enters stage 0: the
+simulator adds it to every step's stage-0 time.
 """
 
 from __future__ import annotations
@@ -45,13 +45,15 @@ class InstanceLatency:
         return cls(tp, pp, profile.fit(tp, engine), profile.prefill_overhead,
                    profile.decode_overhead)
 
-    def prefill_overhead_time(self, sum_context: int) -> float:
-        """The runtime's own time for one prefill step over ``sum_context`` tokens, s."""
-        return self.prefill_overhead.seconds(sum_context)
+    def prefill_overhead_time(self, sum_context: int, num_seqs: int = 1) -> float:
+        """The runtime's own time for one prefill step of ``num_seqs`` sequences over
+        ``sum_context`` tokens, s."""
+        return self.prefill_overhead.seconds(sum_context, num_seqs)
 
-    def decode_overhead_time(self, sum_context: int) -> float:
-        """The runtime's own time for one decode step over ``sum_context`` tokens, s."""
-        return self.decode_overhead.seconds(sum_context)
+    def decode_overhead_time(self, sum_context: int, num_seqs: int = 1) -> float:
+        """The runtime's own time for one decode step of ``num_seqs`` sequences over
+        ``sum_context`` tokens of context, s."""
+        return self.decode_overhead.seconds(sum_context, num_seqs)
 
     def prefill_time(self, sum_len: int, sum_len_sq: int) -> float:
         """Whole-model time of one prefill batch (all stages), seconds."""

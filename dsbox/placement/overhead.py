@@ -1,24 +1,34 @@
 """The serving runtime's own cost per step, measured on the running engine (``dsbox profile``).
 
 The fits of a profile time the model alone. A served request pays more: scheduling, batch
-building, the step's trip to the worker and back, the output's way to the client. To
-measure that, the real engine is started through the engine client under a serving
-placement and sent lone requests one at a time (a few prompt lengths x a few output
-lengths, greedy, ``ignore_eos``), and their lifecycle stamps are compared with what the
-fit predicts for the same steps:
+building, the step's trip to the worker and back, the sampled tokens' way back through the
+request tracker and out to the client. To measure that, the real engine is started through
+the engine client under a serving placement and sent two kinds of load:
 
-- prefill: TTFT minus the fit's prefill of the prompt (one prefill step each);
-- decode: TPOT minus the fit's mean decode step of one sequence over the request's
-  contexts (``prompt + 1 .. prompt + output - 1``), one sample per request at its mean
-  context. In a disaggregated placement this includes the KV handoff, amortised over the
-  request's decode steps, as TPOT does.
+- lone requests one at a time (a few prompt lengths x a few output lengths, greedy,
+  ``ignore_eos``), whose lifecycle stamps are compared with what the fit predicts for the
+  same steps:
 
-Each kind is fitted as ``ms + ms_per_token * context`` by least squares on the relative
-error of the whole step, with both terms clamped at 0 (the per-token term is kept only
-where it lowers the error: a two-variable non-negative least squares). Prefill and decode
-overheads differ (a prefill step's output crosses to the decode side, a decode step's does
-not), so the profile keeps one of each
-(:class:`~dsbox.placement.profile.StepOverhead`).
+  - prefill: TTFT minus the fit's prefill of the prompt (one prefill step each);
+  - decode: TPOT minus the fit's mean decode step of one sequence over the request's
+    contexts (``prompt + 1 .. prompt + output - 1``), one sample per request at its mean
+    context. In a disaggregated placement this includes the KV handoff, amortised over
+    the request's decode steps, as TPOT does;
+
+- bursts of requests sent at once (prompts of the same lengths, output lengths spread so
+  that the decode batch shrinks one sequence at a time from the whole burst to one), whose
+  every step the engine logs (:class:`~dsbox.metrics.steps.StepRecord`: from scheduling
+  to the answer handled, on instances of PP 1): each step's wall time minus the fit's time
+  for its shape. A lone request cannot show a cost that grows with the batch (each
+  sequence's tokens sampled, applied, detokenised and sent on in the engine's thread, in
+  series with the model), and on a CPU that cost is what set the measured TPOT apart from
+  the simulated one under load.
+
+Each kind is fitted as ``ms + ms_per_token * context + ms_per_seq * sequences`` over both
+sample sets by least squares on the relative error of the whole step, every term kept
+>= 0 (:func:`dsbox.placement.fitting.nonnegative_lstsq`). Prefill and decode overheads
+differ (a prefill step's output crosses to the decode side, a decode step's does not), so
+the profile keeps one of each (:class:`~dsbox.placement.profile.StepOverhead`).
 """
 
 from __future__ import annotations
@@ -27,18 +37,25 @@ import statistics
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
+import numpy as np
+
+from dsbox.metrics.steps import StepRecord
+from dsbox.placement.fitting import nonnegative_lstsq
 from dsbox.placement.profile import StepFit, StepOverhead
 
 
 @dataclass(frozen=True, slots=True)
 class OverheadProbe:
-    """The lone requests sent, and the placement they are served under."""
+    """The lone requests and bursts sent, and the placement they are served under."""
 
     placement: str = "colocated:tp=1"
     prompt_lens: tuple[int, ...] = (32, 128, 256, 512)
     output_lens: tuple[int, ...] = (16, 48)
     repeats: int = 3
     warmup: int = 1
+    burst: int = 64            # requests per burst (0: no bursts)
+    bursts: int = 2
+    burst_max_output: int = 64
 
     def __post_init__(self) -> None:
         if not self.prompt_lens or not self.output_lens:
@@ -47,10 +64,31 @@ class OverheadProbe:
             raise ValueError("overhead probe: prompts >= 1 token and outputs >= 2 tokens")
         if self.repeats < 1 or self.warmup < 0:
             raise ValueError("overhead probe: repeats >= 1 and warmup >= 0 required")
+        if self.burst < 0 or self.bursts < 0 or self.burst_max_output < 2:
+            raise ValueError("overhead probe: burst >= 0, bursts >= 0 and "
+                             "burst_max_output >= 2 required")
 
     def requests(self, max_len: int) -> list[tuple[int, int]]:
         """``(prompt, output)`` of every request that fits ``max_len`` positions."""
         return [(p, o) for p in self.prompt_lens for o in self.output_lens if p + o <= max_len]
+
+    def burst_requests(self, max_len: int) -> list[tuple[int, int]]:
+        """``(prompt, output)`` of one burst: prompts cycling through ``prompt_lens``,
+        outputs spread from 2 to ``burst_max_output`` tokens (those that fit ``max_len``)."""
+        n, top = self.burst, self.burst_max_output
+        out = [(self.prompt_lens[k % len(self.prompt_lens)],
+                2 + (k * (top - 2)) // max(1, n - 1)) for k in range(n)]
+        return [(p, o) for p, o in out if p + o <= max_len]
+
+
+@dataclass(frozen=True, slots=True)
+class OverheadSample:
+    """One step's overhead: its context and sequences, measured minus the fit, measured."""
+
+    context: int
+    seqs: int
+    overhead_ms: float
+    measured_ms: float
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,53 +113,58 @@ class OverheadRun:
     decode: StepOverhead
     requests: tuple[LoneRequest, ...]
     placement: str
+    num_steps: int = 0             # logged steps of the bursts fitted on
 
     def provenance(self) -> dict:
         return {"placement": self.placement,
-                "lone_requests": [r.to_dict() for r in self.requests]}
+                "lone_requests": [r.to_dict() for r in self.requests],
+                "burst_steps": self.num_steps}
 
 
-def fit_overhead(samples: Sequence[tuple[float, float, float]]) -> StepOverhead:
-    """``ms + ms_per_token * x`` through ``(x, overhead ms, measured ms)`` samples, both
-    terms >= 0, by least squares on the relative error of the whole step (model time plus
-    overhead against the measured time), as the step fits are; with two unknowns the
-    constrained optimum is the free one when feasible, else the better one-term fit."""
+def fit_overhead(samples: Sequence[OverheadSample]) -> StepOverhead:
+    """``ms + ms_per_token * context + ms_per_seq * seqs`` through ``samples``, every term
+    >= 0, by least squares on the relative error of the whole step (model time plus
+    overhead against the measured time), as the step fits are. Where every sample has the
+    same number of sequences (lone requests only) the per-sequence term is 0: the constant
+    holds it."""
     if not samples:
         raise ValueError("no overhead samples")
-    xs = [float(x) for x, _, _ in samples]
-    ys = [float(y) for _, y, _ in samples]
-    ws = [1.0 / max(float(m), 1e-9) ** 2 for _, _, m in samples]
-
-    def wsum(f) -> float:
-        return sum(w * f(x, y) for x, y, w in zip(xs, ys, ws, strict=True))
-
-    def sse(a: float, b: float) -> float:
-        return wsum(lambda x, y: (a + b * x - y) ** 2)
-
-    sw, swx, swy = wsum(lambda x, y: 1.0), wsum(lambda x, y: x), wsum(lambda x, y: y)
-    swxx, swxy = wsum(lambda x, y: x * x), wsum(lambda x, y: x * y)
-    candidates = [(max(0.0, swy / sw), 0.0)]
-    if swxx > 0:
-        candidates.append((0.0, max(0.0, swxy / swxx)))
-    det = sw * swxx - swx * swx
-    if det > 1e-12 * sw * swxx:
-        b = (sw * swxy - swx * swy) / det
-        a = (swy - b * swx) / sw
-        if a >= 0 and b >= 0:
-            candidates.append((a, b))
-    a, b = min(candidates, key=lambda ab: sse(*ab))
-    return StepOverhead(a, b)
+    x = np.array([(1.0, s.context, s.seqs) for s in samples], dtype=np.float64)
+    y = np.array([s.overhead_ms for s in samples], dtype=np.float64)
+    w = 1.0 / np.maximum(np.array([s.measured_ms for s in samples]), 1e-9)
+    scale = np.abs(x).max(axis=0)
+    scale[scale == 0] = 1.0
+    a, b, c = (nonnegative_lstsq(x / scale * w[:, None], y * w) / scale).tolist()
+    return StepOverhead(a, b, c)
 
 
 def overhead_samples(fit: StepFit, requests: Sequence[LoneRequest]
-                     ) -> tuple[list[tuple[float, float, float]], list[tuple[float, float, float]]]:
-    """(prefill, decode) ``(context, measured - predicted ms, measured ms)`` samples."""
+                     ) -> tuple[list[OverheadSample], list[OverheadSample]]:
+    """(prefill, decode) samples of lone requests: one sequence each."""
     prefill, decode = [], []
     for r in requests:
-        prefill.append((r.prompt, r.ttft * 1e3 - fit.prefill_ms([r.prompt]), r.ttft * 1e3))
+        ttft = r.ttft * 1e3
+        prefill.append(OverheadSample(r.prompt, 1, ttft - fit.prefill_ms([r.prompt]), ttft))
         contexts = range(r.prompt + 1, r.prompt + r.output)
         model = statistics.fmean(fit.decode_ms(1, c) for c in contexts)
-        decode.append((statistics.fmean(contexts), r.tpot * 1e3 - model, r.tpot * 1e3))
+        tpot = r.tpot * 1e3
+        decode.append(OverheadSample(round(statistics.fmean(contexts)), 1, tpot - model, tpot))
+    return prefill, decode
+
+
+def step_samples(fit: StepFit, steps: Sequence[StepRecord]
+                 ) -> tuple[list[OverheadSample], list[OverheadSample]]:
+    """(prefill, decode) samples of logged steps: wall time minus the fit's model time."""
+    a, b, c = fit.prefill
+    prefill, decode = [], []
+    for st in steps:
+        wall = st.wall_ms
+        if st.is_prefill:
+            model = a + b * st.num_tokens + c * st.sum_sq_tokens
+            prefill.append(OverheadSample(st.sum_context, st.num_seqs, wall - model, wall))
+        else:
+            model = fit.decode_ms(st.num_seqs, st.sum_context)
+            decode.append(OverheadSample(st.sum_context, st.num_seqs, wall - model, wall))
     return prefill, decode
 
 
@@ -129,8 +172,8 @@ def send_lone_requests(client, probe: OverheadProbe,
                        progress: Callable[[int, int, str], None] | None = None
                        ) -> list[LoneRequest]:
     """Send ``probe``'s requests to ``client`` one at a time (after ``warmup`` unmeasured
-    rounds); each shape keeps its fastest TTFT and TPOT over ``repeats`` (the least
-    disturbed by whatever else the machine runs, as the grid's step times)."""
+    rounds); each shape keeps the median TTFT and TPOT of its ``repeats`` (the machine's
+    typical speed, as the grid's step times)."""
     from dsbox.engine.core.sampling_params import SamplingParams
 
     shapes = probe.requests(client.max_model_len)
@@ -153,17 +196,52 @@ def send_lone_requests(client, probe: OverheadProbe,
             done += 1
             if progress is not None:
                 progress(done, total, f"lone request: prompt {prompt}, output {output}")
-    return [LoneRequest(p, o, min(t for t, _ in runs), min(t for _, t in runs))
+    return [LoneRequest(p, o, statistics.median(t for t, _ in runs),
+                        statistics.median(t for _, t in runs))
             for (p, o), runs in seen.items()]
+
+
+def send_bursts(client, probe: OverheadProbe,
+                progress: Callable[[int, int, str], None] | None = None
+                ) -> list[StepRecord]:
+    """Send ``probe.bursts`` bursts of ``probe.burst`` requests to ``client`` (an engine),
+    one after the other, and return the steps its instances of PP 1 ran for them."""
+    from dsbox.engine.core.sampling_params import SamplingParams
+
+    shapes = probe.burst_requests(client.max_model_len)
+    if not shapes or not probe.bursts:
+        return []
+    vocab = client.spec.vocab_size
+    flat = {i.index for i in client.instances if i.pp == 1}
+    steps: list[StepRecord] = []
+    for b in range(probe.bursts):
+        _, cursor = client.steps_since(0)
+        prompts = [[(29 * k + 7 * j + 13) % vocab for k in range(p)]
+                   for j, (p, _) in enumerate(shapes)]
+        params = [SamplingParams(max_tokens=o, temperature=0.0, ignore_eos=True)
+                  for _, o in shapes]
+        outs = client.generate(prompts, params, tag="profile-overhead", timeout=600)
+        bad = [o for o in outs if o.error is not None]
+        if bad:
+            raise ValueError(f"overhead probe burst failed: {bad[0].error}")
+        records, _ = client.steps_since(cursor)
+        steps += [r for r in records if r.instance_id in flat]
+        if progress is not None:
+            progress(b + 1, probe.bursts, f"burst of {len(shapes)} requests")
+    return steps
 
 
 def measure_overhead(client, fit: StepFit, probe: OverheadProbe,
                      progress: Callable[[int, int, str], None] | None = None) -> OverheadRun:
-    """Lone requests on ``client`` (an engine under ``probe.placement``) against ``fit``."""
+    """Lone requests and bursts on ``client`` (an engine under ``probe.placement``)
+    against ``fit``."""
     requests = send_lone_requests(client, probe, progress)
+    steps = send_bursts(client, probe, progress)
     prefill, decode = overhead_samples(fit, requests)
-    return OverheadRun(fit_overhead(prefill), fit_overhead(decode), tuple(requests),
-                       probe.placement)
+    loaded_prefill, loaded_decode = step_samples(fit, steps)
+    return OverheadRun(fit_overhead(prefill + loaded_prefill),
+                       fit_overhead(decode + loaded_decode), tuple(requests),
+                       probe.placement, len(steps))
 
 
 def default_placement(num_devices: int) -> str:

@@ -9,8 +9,8 @@ A profile file is JSON (format ``dsbox-profile/1``), one per (device kind, model
                                   "decode_large": [a, b, c], "decode_threshold": 95}}},
      "kv_capacity_tokens": [{"tp": 1, "pp": 1, "tokens": 66144}],
      "prefill_token_budget": {"1": 768},
-     "step_overhead": {"prefill": {"ms": 0.0, "ms_per_token": 0.0},
-                       "decode": {"ms": 0.0, "ms_per_token": 0.0}},
+     "step_overhead": {"prefill": {"ms": 0.0, "ms_per_token": 0.0, "ms_per_seq": 0.0},
+                       "decode": {"ms": 0.0, "ms_per_token": 0.0, "ms_per_seq": 0.0}},
      "provenance": {...}}
 
 Step time in milliseconds, in the form DistServe fitted (paper Appendix A): a prefill step
@@ -21,7 +21,8 @@ coefficients below ``decode_threshold`` sequences and the ``large`` ones from th
 vLLM's). KV capacity (tokens per instance) per (TP, PP) comes from the file when listed,
 else from device memory. ``step_overhead`` is the serving runtime's own cost per step
 (scheduling, IPC, batch building) on top of the model's step time, one per step kind:
-``ms`` plus ``ms_per_token`` per token of context in the step; the simulator adds the
+``ms`` plus ``ms_per_token`` per token of context in the step plus ``ms_per_seq`` per
+sequence in it (a file without ``ms_per_seq`` has none); the simulator adds the
 prefill one to every prefill step and the decode one to every decode step. ``dsbox
 profile`` measures it on the running engine (:mod:`dsbox.placement.overhead`); it is 0 in
 the published fits (their runs include the engine's overhead in the fit). Older files'
@@ -115,25 +116,33 @@ def detect_token_budget(points, plateau: float = BUDGET_PLATEAU) -> int:
 
 @dataclass(frozen=True, slots=True)
 class StepOverhead:
-    """The serving runtime's own cost of one step: ``ms + ms_per_token * sum(context)``."""
+    """The serving runtime's own cost of one step:
+    ``ms + ms_per_token * sum(context) + ms_per_seq * num_seqs``."""
 
     ms: float = 0.0
     ms_per_token: float = 0.0
+    ms_per_seq: float = 0.0
 
     def __post_init__(self) -> None:
-        if not (self.ms >= 0 and self.ms_per_token >= 0
-                and math.isfinite(self.ms) and math.isfinite(self.ms_per_token)):
+        terms = (self.ms, self.ms_per_token, self.ms_per_seq)
+        if not all(t >= 0 and math.isfinite(t) for t in terms):
             raise ValueError(f"step overheads must be finite and >= 0 ms, got {self!r}")
 
-    def seconds(self, sum_context: int) -> float:
-        return (self.ms + self.ms_per_token * sum_context) * 1e-3
+    def seconds(self, sum_context: int, num_seqs: int = 1) -> float:
+        return (self.ms + self.ms_per_token * sum_context + self.ms_per_seq * num_seqs) * 1e-3
 
     def to_dict(self) -> dict:
-        return {"ms": self.ms, "ms_per_token": self.ms_per_token}
+        return {"ms": self.ms, "ms_per_token": self.ms_per_token, "ms_per_seq": self.ms_per_seq}
+
+    def describe(self) -> str:
+        """``"0.5 ms + 0.001 ms/token + 0.02 ms/seq"``."""
+        return (f"{self.ms:.3g} ms + {self.ms_per_token:.3g} ms/token + "
+                f"{self.ms_per_seq:.3g} ms/seq")
 
     @classmethod
     def from_dict(cls, data: dict) -> StepOverhead:
-        return cls(float(data.get("ms", 0.0)), float(data.get("ms_per_token", 0.0)))
+        return cls(float(data.get("ms", 0.0)), float(data.get("ms_per_token", 0.0)),
+                   float(data.get("ms_per_seq", 0.0)))
 
 
 def _overheads(data: dict) -> tuple[StepOverhead, StepOverhead]:

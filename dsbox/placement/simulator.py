@@ -312,17 +312,17 @@ class Simulator:
             if out.phase is Phase.PREFILL:
                 lens = [s.num_new_tokens for s in out.seqs]
                 stage = lat.prefill_stage_time(sum(lens), sum(x * x for x in lens))
-                overhead = lat.prefill_overhead_time(context)
+                overhead = lat.prefill_overhead_time(context, len(lens))
             else:
                 stage = inst.decode_latency.decode_time(len(out.seqs), context) / pp
-                overhead = lat.decode_overhead_time(context)
+                overhead = lat.decode_overhead_time(context, len(out.seqs))
                 inst.num_decoding += 1
             if pp > 1:
                 inst.busy_ids.update([s.seq_id for s in out.seqs])
         else:  # a lazy group
             context = out.sum_context
             stage = inst.decode_latency.decode_time(out.batch_size, context) / pp
-            overhead = lat.decode_overhead_time(context)
+            overhead = lat.decode_overhead_time(context, out.batch_size)
             inst.num_decoding += 1
         free = inst.stage_free
         # the runtime's own cost of the step comes first, in stage 0's slot

@@ -12,6 +12,7 @@ from dsbox.placement.fitting import (
     fit_relative,
     fit_step,
     median_error,
+    nonnegative_lstsq,
     point_from_dict,
     token_budget,
 )
@@ -88,3 +89,32 @@ def test_errors_and_round_trip():
         assert point_from_dict(p.to_dict()) == p
     with pytest.raises(ValueError):
         point_from_dict({"phase": "other"})
+
+
+def test_fit_keeps_every_coefficient_non_negative():
+    """Decode steps measured as a CPU gave them (one sequence slower than two: a warm-up
+    artefact): a free fit trades a negative per-sequence term against the constant and
+    predicts under 0.5 ms for three sequences; the constrained fit has every coefficient
+    >= 0, so every shape costs at least the constant."""
+    pts = [DecodePoint(1, 32, 3.45), DecodePoint(1, 128, 2.63), DecodePoint(1, 512, 2.14),
+           DecodePoint(2, 64, 1.82), DecodePoint(2, 256, 1.87), DecodePoint(2, 1024, 1.90)]
+    x = np.array([p.features() for p in pts])
+    y = np.array([p.ms for p in pts])
+    free, *_ = np.linalg.lstsq(x / y[:, None], np.ones_like(y), rcond=None)
+    assert min(free) < 0  # what the unconstrained fit does with these points
+    a, b, c = fit_relative(pts)
+    assert min(a, b, c) >= 0
+    assert a + b * 600 + c * 3 >= a > 0
+
+
+def test_non_negative_least_squares_is_the_best_feasible_subset():
+    rng = np.random.default_rng(0)
+    x = rng.uniform(0.5, 2.0, size=(20, 3))
+    y = x @ np.array([1.0, -0.5, 2.0]) + rng.normal(0, 0.01, 20)
+    w = nonnegative_lstsq(x, y)
+    assert w[1] == 0.0 and w[0] > 0 and w[2] > 0
+    best = np.sum((x @ w - y) ** 2)
+    for trial in rng.uniform(0, 3, size=(500, 3)):  # no feasible point does better
+        assert np.sum((x @ trial - y) ** 2) >= best - 1e-12
+    exact = x @ np.array([1.0, 0.5, 2.0])
+    assert nonnegative_lstsq(x, exact) == pytest.approx([1.0, 0.5, 2.0])

@@ -103,12 +103,15 @@ def test_unknown_profile_lists_the_profiles_there_are(tmp_path):
 def test_step_overhead_round_trips_and_defaults_to_zero(tmp_path):
     p = load_profile("a100-80g", "opt-13b")
     assert p.prefill_overhead == p.decode_overhead == StepOverhead(0.0, 0.0)
-    p.prefill_overhead, p.decode_overhead = StepOverhead(2.0, 1e-4), StepOverhead(0.5, 0.0)
+    p.prefill_overhead, p.decode_overhead = StepOverhead(2.0, 1e-4), StepOverhead(0.5, 0.0, 0.03)
     p.save(tmp_path / "p.json")
     q = LatencyProfile.load(tmp_path / "p.json")
     assert (q.prefill_overhead, q.decode_overhead) == (StepOverhead(2.0, 1e-4),
-                                                       StepOverhead(0.5, 0.0))
+                                                       StepOverhead(0.5, 0.0, 0.03))
+    assert q.decode_overhead.seconds(1000, 4) == pytest.approx((0.5 + 4 * 0.03) * 1e-3)
     data = p.to_dict()
+    data["step_overhead"]["decode"].pop("ms_per_seq")  # a file from before the term
+    assert LatencyProfile.from_dict(data).decode_overhead == StepOverhead(0.5, 0.0, 0.0)
     data["step_overhead"]["decode"]["ms"] = -1
     with pytest.raises(ValueError, match="overheads"):
         LatencyProfile.from_dict(data)

@@ -1,11 +1,13 @@
 """``dsbox profile`` measures the serving runtime's own cost per step on the real engine, and
 with it in the profile the simulator predicts lone requests of other shapes on this runtime
 (CPU, tiny model; mean relative error of TTFT and TPOT within 30%, and never worse than the
-model's step times alone)."""
+model's step times alone), and the engine's own steps under a burst of new shapes (median
+relative error within 30%)."""
 
 from __future__ import annotations
 
 import dataclasses
+import statistics
 
 import pytest
 from typer.testing import CliRunner
@@ -14,12 +16,23 @@ from dsbox.bench.sim_target import sim_setup
 from dsbox.cli import make_app
 from dsbox.client import open_engine
 from dsbox.config import get_model_spec
+from dsbox.metrics.steps import StepRecord
 from dsbox.placement import EngineLimits, SimTrace, StepOverhead, simulate
-from dsbox.placement.overhead import OverheadProbe, fit_overhead, send_lone_requests
+from dsbox.placement.overhead import (
+    OverheadProbe,
+    OverheadSample,
+    fit_overhead,
+    send_bursts,
+    send_lone_requests,
+    step_samples,
+)
+from dsbox.placement.profile import StepFit
 from dsbox.placement.profile_source import load_profile
 
 PLACEMENT = "prefill:tp=1;decode:tp=1"
 HELD_OUT = OverheadProbe(PLACEMENT, prompt_lens=(96, 384), output_lens=(32,), repeats=3)
+HELD_OUT_BURST = OverheadProbe(PLACEMENT, prompt_lens=(48, 200, 400), burst=24, bursts=1,
+                               burst_max_output=40)
 
 
 def _profile(tmp_path):
@@ -48,6 +61,22 @@ def _error(profile, measured) -> float:
     return sum(errors) / len(errors)
 
 
+def _step_error(profile, steps) -> float:
+    """Median relative error of (fit + overhead) against each logged step's wall time."""
+    fit = profile.fit(1)
+    errors = []
+    for s in steps:
+        if s.is_prefill:
+            a, b, c = fit.prefill
+            model = a + b * s.num_tokens + c * s.sum_sq_tokens
+            over = profile.prefill_overhead.seconds(s.sum_context, s.num_seqs) * 1e3
+        else:
+            model = fit.decode_ms(s.num_seqs, s.sum_context)
+            over = profile.decode_overhead.seconds(s.sum_context, s.num_seqs) * 1e3
+        errors.append(abs(model + over - s.wall_ms) / s.wall_ms)
+    return statistics.median(errors)
+
+
 def test_profile_overhead_makes_the_simulator_predict_this_runtime(tmp_path):
     """With the measured overhead, lone requests of shapes the profile never saw are
     simulated within 30% of what the engine does, and never worse than without it. (How
@@ -58,13 +87,20 @@ def test_profile_overhead_makes_the_simulator_predict_this_runtime(tmp_path):
         with open_engine(model="opt-tiny", dummy_weights=True, device="cpu", num_threads=1,
                          placement=PLACEMENT) as client:
             measured = send_lone_requests(client, HELD_OUT)
+            loaded = send_bursts(client, HELD_OUT_BURST)
         bare = dataclasses.replace(prof, prefill_overhead=StepOverhead(),
                                    decode_overhead=StepOverhead())
         with_overhead, without = _error(prof, measured), _error(bare, measured)
-        if with_overhead < 0.3 and with_overhead <= without + 0.02:
+        step_error = _step_error(prof, loaded)
+        if with_overhead < 0.3 and with_overhead <= without + 0.02 and step_error < 0.3:
             break
     assert prof.provenance["step_overhead"]["placement"] == PLACEMENT
     assert len(prof.provenance["step_overhead"]["lone_requests"]) == 8
+    assert prof.provenance["step_overhead"]["burst_steps"] > 0
+    # the steps of a burst of new shapes, as the engine logged them, are predicted by the
+    # profile's step model plus its overhead (median relative error of the whole step)
+    assert {s.role for s in loaded} == {"prefill", "decode"}
+    assert step_error < 0.3, step_error
     assert with_overhead < 0.3, (with_overhead, without, measured)
     assert with_overhead <= without + 0.02, (with_overhead, without, measured)
     # and the simulator pays what the profile says: 5 ms more per prefill step is 5 ms
@@ -76,13 +112,44 @@ def test_profile_overhead_makes_the_simulator_predict_this_runtime(tmp_path):
 
 
 def test_overhead_fit_is_least_squares_clamped_at_zero():
-    def fit(points):  # (x, overhead ms): the measured step = 10 ms of model + overhead
-        return fit_overhead([(x, y, 10.0 + y) for x, y in points])
+    def fit(points):  # (context, seqs, overhead ms): the step = 10 ms of model + overhead
+        return fit_overhead([OverheadSample(x, n, y, 10.0 + y) for x, n, y in points])
 
-    exact = fit([(0, 2.0), (100, 3.0), (200, 4.0)])
-    assert (exact.ms, exact.ms_per_token) == pytest.approx((2.0, 0.01))
-    falling = fit([(0, 4.0), (100, 3.0), (200, 2.0)])  # no negative slope
+    exact = fit([(0, 1, 2.0), (100, 1, 3.0), (200, 1, 4.0)])
+    assert (exact.ms, exact.ms_per_token, exact.ms_per_seq) == pytest.approx((2.0, 0.01, 0))
+    falling = fit([(0, 1, 4.0), (100, 1, 3.0), (200, 1, 2.0)])  # no negative slope
     assert falling.ms_per_token == 0.0 and 2.0 < falling.ms < 4.0
-    through_zero = fit([(100, 1.0), (200, 3.0)])  # no negative constant
+    through_zero = fit([(100, 1, 1.0), (200, 1, 3.0)])  # no negative constant
     assert through_zero.ms == 0.0 and through_zero.ms_per_token > 0
-    assert fit([(10, -1.0)]) == StepOverhead()
+    assert fit([(10, 1, -1.0)]) == StepOverhead()
+    # steps of many sequences: 0.5 ms + 0.04 ms per sequence, whatever the context
+    batched = fit([(300 * n, n, 0.5 + 0.04 * n) for n in (1, 2, 8, 32, 64)]
+                  + [(100 * n, n, 0.5 + 0.04 * n) for n in (4, 16, 48)])
+    assert (batched.ms, batched.ms_per_token, batched.ms_per_seq) == pytest.approx(
+        (0.5, 0.0, 0.04), abs=1e-9)
+    # lone requests alone cannot tell a per-sequence cost from the constant: the constant
+    lone = fit([(50, 1, 1.5), (400, 1, 1.5)])
+    assert (lone.ms, lone.ms_per_seq) == pytest.approx((1.5, 0.0))
+
+
+def test_step_samples_are_wall_time_minus_the_fit():
+    fit = StepFit((1.0, 0.01, 0.0), (2.0, 0.0, 0.5), (2.0, 0.0, 0.5), 4)
+    steps = [StepRecord(0, "colocated", True, 2, 300, 300, 50_000, 10.0, 10.010),
+             StepRecord(0, "colocated", False, 8, 8, 2400, 8, 10.010, 10.0165)]
+    (pre,), (dec,) = step_samples(fit, steps)
+    assert (pre.context, pre.seqs) == (300, 2)
+    assert pre.overhead_ms == pytest.approx(10.0 - (1.0 + 3.0))
+    assert (dec.context, dec.seqs, dec.measured_ms) == (2400, 8, pytest.approx(6.5))
+    assert dec.overhead_ms == pytest.approx(6.5 - 6.0)
+
+
+def test_burst_requests_shrink_the_decode_batch_one_by_one():
+    probe = OverheadProbe(burst=16, burst_max_output=32)
+    shapes = probe.burst_requests(max_len=2048)
+    outputs = [o for _, o in shapes]
+    assert len(shapes) == 16 and min(outputs) == 2 and max(outputs) == 32
+    assert len(set(outputs)) == 16  # one request leaves the batch at a time
+    assert {p for p, _ in shapes} == set(probe.prompt_lens)
+    assert all(p + o <= 300 for p, o in probe.burst_requests(max_len=300))
+    with pytest.raises(ValueError, match="burst"):
+        OverheadProbe(burst=-1)

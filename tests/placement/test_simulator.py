@@ -181,6 +181,28 @@ def test_step_overhead_is_paid_by_every_step(pp, fast):
         assert gap == pytest.approx(expected, rel=1e-9)
 
 
+@pytest.mark.parametrize("fast", [True, False])
+def test_per_sequence_overhead_grows_with_the_batch(fast):
+    """A decode step of ``B`` sequences pays the per-sequence overhead ``B`` times: three
+    requests decoding together on one colocated instance are ``2 * 0.3 ms`` slower per
+    token with 0.3 ms per sequence than one request alone is; a prefill step of all
+    three pays it three times too."""
+    def gaps(per_seq: float, n: int) -> tuple[float, float]:
+        over = StepOverhead(0.0, 0.0, per_seq)
+        setup = SimSetup((SimInstance("colocated", InstanceLatency(1, 1, FIT, over, over),
+                                      4000),))
+        trace = SimTrace((0.0,) * n, (50,) * n, (8,) * n)
+        lc = simulate(setup, trace, fast=fast).lifecycles[0]
+        return lc.ttft, lc.token_times[-1] - lc.token_times[-2]
+
+    (ttft1, gap1), (ttft3, gap3) = gaps(0.0, 1), gaps(0.0, 3)
+    (ttft1o, gap1o), (ttft3o, gap3o) = gaps(0.3, 1), gaps(0.3, 3)
+    assert gap1o - gap1 == pytest.approx(0.3e-3, rel=1e-6)
+    assert gap3o - gap3 == pytest.approx(3 * 0.3e-3, rel=1e-6)
+    assert ttft3o - ttft3 == pytest.approx(3 * 0.3e-3, rel=1e-6)
+    assert ttft1o - ttft1 == pytest.approx(0.3e-3, rel=1e-6)
+
+
 @pytest.mark.parametrize("shared", [False, True])
 def test_transfers_over_a_shared_link_take_turns(shared):
     """Two prompts prefilled at once on two prefill instances move their KV to one decode

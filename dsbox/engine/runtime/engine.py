@@ -50,9 +50,11 @@ from dsbox.engine.runtime.messages import (
 )
 from dsbox.engine.runtime.request_flow import RequestFlow
 from dsbox.engine.runtime.setup import EngineSetup, resolve_setup
+from dsbox.metrics.cursor_log import CursorLog
 from dsbox.metrics.lifecycle import Lifecycle
 from dsbox.metrics.records import RequestRecord
 from dsbox.metrics.stats import EngineStats, Health
+from dsbox.metrics.steps import STEP_LOG_SIZE, StepRecord
 
 logger = logging.getLogger("dsbox")
 STARTUP_TIMEOUT_S = 600.0
@@ -78,6 +80,7 @@ class Engine(EngineClient):
         self.warnings = list(setup.warnings)
         self._progress = on_progress or (lambda _msg: None)
         self._local_results: deque = deque()
+        self.steps: CursorLog[StepRecord] = CursorLog(STEP_LOG_SIZE)
         self._inbox: queue.Queue = queue.Queue()
         self._wake = threading.Event()  # set by every call; the in-process loop sleeps on it
         self._sleeping = False  # the workers' loop is (about to be) blocked on their results
@@ -228,6 +231,11 @@ class Engine(EngineClient):
     def finished_since(self, cursor: int = 0) -> tuple[list[RequestRecord], int]:
         return self.flow.finished_since(cursor)
 
+    def steps_since(self, cursor: int = 0) -> tuple[list[StepRecord], int]:
+        """The steps every instance ran after ``cursor`` (the last ``STEP_LOG_SIZE``), and
+        the cursor to pass next time."""
+        return self.steps.since(cursor)
+
     def local_worker(self, index: int = 0) -> DeviceWorker | None:
         """The device worker of instance ``index`` when it runs in this process (tests,
         the profiler); None for worker processes."""
@@ -353,7 +361,12 @@ class Engine(EngineClient):
     def _handle(self, msg) -> None:
         now = time.monotonic()
         if isinstance(msg, StepDone):
-            self.flow.step_done(self.instances[msg.instance_id], msg, now)
+            inst = self.instances[msg.instance_id]
+            out = inst.in_flight.get(msg.step_id)
+            self.flow.step_done(inst, msg, now)
+            if out is not None and inst.healthy:
+                self.steps.append(inst.step_record(msg.step_id, out, time.monotonic(),
+                                                   msg.model_ms))
         elif isinstance(msg, StageFree):
             self.instances[msg.instance_id].stage0_done()
         elif isinstance(msg, PullDone):

@@ -12,6 +12,7 @@ the same way and never asks which kind it has.
 
 from __future__ import annotations
 
+import time
 import traceback
 from collections import deque
 
@@ -102,8 +103,10 @@ class LocalExecutor:
 
     def run_step(self, step_id: int, delta: StepDelta) -> None:
         def run() -> None:
+            start = time.perf_counter()
             tokens, logprobs = self.worker.step(delta)
-            self.out.append(StepDone(self.instance_id, step_id, tokens, logprobs))
+            model_ms = (time.perf_counter() - start) * 1e3
+            self.out.append(StepDone(self.instance_id, step_id, tokens, logprobs, model_ms))
 
         self._guarded(run)
 

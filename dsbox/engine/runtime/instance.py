@@ -11,6 +11,7 @@ forget the request with the next step.
 from __future__ import annotations
 
 import itertools
+import time
 from collections import deque
 from dataclasses import dataclass, field
 
@@ -28,6 +29,7 @@ from dsbox.engine.core.sequence import FinishReason
 from dsbox.engine.runtime.messages import PullKV
 from dsbox.engine.runtime.step_protocol import StepEncoder
 from dsbox.metrics.stats import InstanceStats
+from dsbox.metrics.steps import StepRecord
 
 SCHEDULERS = {"colocated": Scheduler, "prefill": PrefillScheduler, "decode": DecodeScheduler}
 RATE_WINDOW_S = 5.0  # the KV transfer rate is measured over this many seconds
@@ -45,6 +47,7 @@ class Instance:
     healthy: bool = True
     error: str | None = None
     in_flight: dict[int, SchedulerOutput] = field(default_factory=dict)
+    step_starts: dict[int, float] = field(default_factory=dict)  # step id -> when scheduled
     stage0_busy: bool = False     # a step is in the first pipeline stage (whole model, pp=1)
     encoder: StepEncoder = field(default_factory=StepEncoder)
     num_steps: int = 0
@@ -75,6 +78,7 @@ class Instance:
         sched = self.scheduler
         if not self.healthy or self.stage0_busy:
             return 0
+        start = time.monotonic()
         decoding = sum(out.phase is Phase.DECODE for out in self.in_flight.values())
         cap = decode_micro_batch_cap(sched.num_running, self.pp, decoding)
         busy = self.busy_seq_ids() if self.in_flight else ()
@@ -88,10 +92,20 @@ class Instance:
             return 0
         step_id = next(self._step_ids)
         self.in_flight[step_id] = out
+        self.step_starts[step_id] = start
         self.stage0_busy = True
         self.num_steps += 1
         self.executor.run_step(step_id, self.encoder.encode(out, sched.seqs))
         return 1
+
+    def step_record(self, step_id: int, out: SchedulerOutput, end: float,
+                    model_ms: float) -> StepRecord:
+        """What is kept of a step whose answer the engine has handled (at ``end``)."""
+        new = [s.num_new_tokens for s in out.seqs]
+        return StepRecord(self.index, self.role, out.phase is Phase.PREFILL, len(out.seqs),
+                          sum(new), sum(s.context_len for s in out.seqs),
+                          sum(n * n for n in new), self.step_starts.pop(step_id, end), end,
+                          model_ms)
 
     def stage0_done(self) -> None:
         """The first stage passed its step on (PP), or a step finished (no PP)."""
@@ -147,7 +161,8 @@ class Instance:
     def state_sizes(self) -> dict[str, int]:
         """Sizes of every per-request map held for this instance (tests: all 0 when idle)."""
         s = self.scheduler
-        sizes = {"in_flight": len(self.in_flight), "encoder.known": len(self.encoder.known),
+        sizes = {"in_flight": len(self.in_flight), "step_starts": len(self.step_starts),
+                 "encoder.known": len(self.encoder.known),
                  "encoder.to_drop": len(self.encoder.to_drop),
                  "scheduler.seqs": len(s.seqs), "scheduler.waiting": len(s.waiting),
                  "scheduler.running": len(s.running),

@@ -12,9 +12,8 @@ from __future__ import annotations
 
 import itertools
 import logging
-import threading
 import time
-from collections import Counter, deque
+from collections import Counter
 from dataclasses import dataclass
 
 from dsbox.client.base import OutputCallback
@@ -26,6 +25,7 @@ from dsbox.engine.core.sequence import FinishReason
 from dsbox.engine.core.sequence import Sequence as Seq
 from dsbox.engine.runtime.instance import Instance
 from dsbox.engine.runtime.messages import PullDone, StepDone
+from dsbox.metrics.cursor_log import CursorLog
 from dsbox.metrics.records import RequestRecord
 
 logger = logging.getLogger("dsbox")
@@ -59,9 +59,7 @@ class RequestFlow:
         self.aborted_at: Counter[str] = Counter()  # by the stage the request was in
         self.prompt_tokens = 0
         self.generation_tokens = 0
-        self.log_lock = threading.Lock()
-        self.finished_log: deque[tuple[int, RequestRecord]] = deque(maxlen=FINISHED_LOG_SIZE)
-        self.log_seq = itertools.count(1)
+        self.finished_log: CursorLog[RequestRecord] = CursorLog(FINISHED_LOG_SIZE)
 
     def abort(self, sid: int, now: float) -> None:
         if sid in self.tracker:
@@ -73,10 +71,7 @@ class RequestFlow:
             self.fail(sid, message)
 
     def finished_since(self, cursor: int) -> tuple[list[RequestRecord], int]:
-        with self.log_lock:
-            records = [r for n, r in self.finished_log if n > cursor]
-            last = self.finished_log[-1][0] if self.finished_log else cursor
-        return records, max(last, cursor)
+        return self.finished_log.since(cursor)
 
     def state_sizes(self) -> dict[str, int]:
         return {"tracker": len(self.tracker), "callbacks": len(self.callbacks),
@@ -227,8 +222,7 @@ class RequestFlow:
         record = RequestRecord(sid, len(out.prompt_token_ids), len(out.token_ids), reason,
                                out.lifecycle, self.tags.pop(sid, ""),
                                self.kv_bytes.pop(sid, 0), out.error)
-        with self.log_lock:
-            self.finished_log.append((next(self.log_seq), record))
+        self.finished_log.append(record)
 
     def fail_instance(self, inst: Instance, message: str) -> None:
         if not inst.healthy:
@@ -236,6 +230,7 @@ class RequestFlow:
         inst.healthy = False
         inst.error = message
         inst.in_flight.clear()
+        inst.step_starts.clear()
         victims = [sid for sid, homes in self.home.items() if inst in homes]
         for pid, pull in list(self.pulls.items()):
             if inst in (pull.src, pull.dst):
