@@ -19,7 +19,9 @@ Two simulated columns are reported:
 
 With ``--repeats N`` each placement's real runs are repeated N times (the whole sweep of
 rates each time, so a slow spell of the machine falls on different rates) and the mean
-measured attainment is compared; every run's figure is printed too.
+measured attainment is compared; every run's figure is printed too, with how fast the
+engine's steps ran during it against the profile (``step_time_vs_profile`` of the bench
+JSON: the median of measured over predicted step time; 1.2x: 20% slower than simulated).
 """
 
 from __future__ import annotations
@@ -103,18 +105,22 @@ def main() -> int:
                        str(args.num_requests)], out / f"run-{k}-no-overhead.json")
         ideal_by_rate = {r["rate"]: r["slo_attainment"] for r in ideal["runs"]}
         measured: dict[float, list[float]] = {}
+        speeds: dict[float, list[float]] = {}
         simulated: dict[float, float] = {}
         for sweep in sweeps:
             for real, sim in pairs(sweep, placement):
                 measured.setdefault(real["rate"], []).append(real["slo_attainment"])
+                speeds.setdefault(real["rate"], []).append(real.get("step_time_vs_profile")
+                                                           or float("nan"))
                 simulated[real["rate"]] = sim["slo_attainment"]
         print(f"\n{placement}: load average {os.getloadavg()[0]:.1f}")
-        runs_col = "measured runs" if args.repeats > 1 else ""
         print(f"{'rate':>6} {'measured':>9} {'sim':>7} {'diff pp':>8} "
-              f"{'sim, no overhead':>17} {'diff pp':>8}  {runs_col}")
+              f"{'sim, no overhead':>17} {'diff pp':>8}  each run: measured (engine steps "
+              "/ profile)")
         for rate, ms in measured.items():
             m, s, f = statistics.fmean(ms), simulated[rate], ideal_by_rate[rate]
-            each = " ".join(f"{x:.1%}" for x in ms) if args.repeats > 1 else ""
+            each = " ".join(f"{x:.1%} ({v:.2f}x)" for x, v in zip(ms, speeds[rate],
+                                                                    strict=True))
             print(f"{rate:>6g} {m:>9.1%} {s:>7.1%} {(s - m) * 100:>+8.1f} {f:>17.1%} "
                   f"{(f - m) * 100:>+8.1f}  {each}")
     return 0

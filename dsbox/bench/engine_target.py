@@ -4,7 +4,9 @@ Each request is submitted at its arrival time (the submitting thread sleeps unti
 ``arrival=`` that time, so a submission that runs late never hides queueing: TTFT counts from
 when the request was due. Prompts are tokenized before the run starts, ``max_tokens`` is the
 request's output length and EOS is ignored, so every request generates exactly its length.
-The records are read from the client's finished-request log.
+The records are read from the client's finished-request log, and the steps the engine
+ran meanwhile from its step log (``last_steps``: how fast the machine ran, against a
+profile, :mod:`dsbox.bench.step_speed`).
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from dsbox.client import EngineClient
 from dsbox.engine.core.request_output import RequestOutput
 from dsbox.engine.core.sampling_params import SamplingParams
 from dsbox.metrics.records import RequestRecord
+from dsbox.metrics.steps import StepRecord
 from dsbox.workloads import Trace
 
 LEAD_S = 0.05        # the first arrival is this far after the run starts
@@ -36,6 +39,9 @@ class EngineTarget:
         self.placement = placement
         self.num_gpus = client.placement.num_devices
         self._cursor = client.finished_since(0)[1]
+        self.last_steps: list[StepRecord] = []  # what the engine logged during the last run
+        # instance id -> TP of the instances whose steps compare with a profile's (PP 1)
+        self.tp_of = {i.instance_id: i.tp for i in client.stats().instances if i.pp == 1}
 
     def _encode(self, trace: Trace) -> list[list[int]]:
         tok = self.client.tokenizer
@@ -65,6 +71,7 @@ class EngineTarget:
                 finished.set()
 
         index: dict[int, int] = {}
+        _, step_cursor = client.steps_since(0)
         start = time.monotonic() + LEAD_S
         for i, (prompt, sp) in enumerate(zip(prompts, params, strict=True)):
             due = start + trace.arrivals[i]
@@ -79,6 +86,7 @@ class EngineTarget:
                 finished.wait(30.0)
                 break
         records, self._cursor = client.finished_since(self._cursor)
+        self.last_steps, _ = client.steps_since(step_cursor)
         out: list[RequestRecord | None] = [None] * n
         for rec in records:
             i = index.get(rec.request_id)

@@ -39,6 +39,8 @@ class BenchRun:
     rate: float | None           # requests/s (None: a recorded trace as recorded)
     records: list[RequestRecord]
     slo: SLO
+    # a real run with a profile: the engine's step times over the profile's (median)
+    step_time_vs_profile: float | None = None
     report: MetricsReport = field(init=False)
 
     def __post_init__(self) -> None:
@@ -58,7 +60,8 @@ class BenchRun:
 
     def to_dict(self, slo_scales) -> dict:
         out = {"target": self.target, "placement": self.placement, "num_gpus": self.num_gpus,
-               "rate": self.rate, "rate_per_gpu": self.rate_per_gpu}
+               "rate": self.rate, "rate_per_gpu": self.rate_per_gpu,
+               "step_time_vs_profile": self.step_time_vs_profile}
         out.update(self.report.to_dict())
         out["attainment_by_slo_scale"] = [
             {"scale": s, "slo_attainment": self.attainment_at_scale(s)} for s in slo_scales]
@@ -101,7 +104,8 @@ class BenchResult:
             real, sim = run.report.slo_attainment, twin[0].report.slo_attainment
             out.append({"placement": run.placement, "target": run.target, "rate": run.rate,
                         "rate_per_gpu": run.rate_per_gpu, "measured": real, "simulated": sim,
-                        "difference_pp": (sim - real) * 100})
+                        "difference_pp": (sim - real) * 100,
+                        "step_time_vs_profile": run.step_time_vs_profile})
         return out
 
     def to_dict(self) -> dict:

@@ -19,6 +19,7 @@ from dsbox.bench.placements import BenchPlacement
 from dsbox.bench.results import BenchResult, BenchRun, run_label
 from dsbox.bench.sim_target import SimTarget
 from dsbox.bench.slo import SLO_SCALES
+from dsbox.bench.step_speed import step_time_ratio
 from dsbox.bench.targets import SIMULATED, Target
 from dsbox.bench.workload import BenchWorkload
 from dsbox.config import SLO, EngineConfig, ModelSpec
@@ -152,9 +153,16 @@ class BenchRunner:
             self.progress.end_run(None)
             raise
         run = BenchRun(target.kind, target.placement, target.num_gpus, rate, records,
-                       self.plan.slo)
+                       self.plan.slo, self._step_speed(target))
         self.progress.end_run(run, probe)
         return run
+
+    def _step_speed(self, target: Target) -> float | None:
+        """A real run's step times over the profile's (when there is a profile)."""
+        if not isinstance(target, EngineTarget) or self.plan.profile is None:
+            return None
+        return step_time_ratio(target.last_steps, target.tp_of, self.plan.profile,
+                               self.plan.engine_fit)
 
     def run(self) -> BenchResult:
         plan = self.plan

@@ -96,12 +96,17 @@ def real_vs_sim_table(result: BenchResult) -> Table | None:
         return None
     table = Table(title="Measured against simulated SLO attainment", title_justify="left")
     table.add_column("placement", overflow="fold", min_width=16)
-    for col in ("rate (req/s)", "measured", "simulated", "sim - measured\n(points)"):
+    for col in ("rate\n(req/s)", "measured", "simulated", "sim - meas.\n(points)",
+                "steps /\nprofile"):
         table.add_column(col, justify="right")
     for row in rows:
         rate = "as recorded" if row["rate"] is None else f"{row['rate']:.4g}"
+        speed = row["step_time_vs_profile"]
         table.add_row(row["placement"], rate, _pct(row["measured"]), _pct(row["simulated"]),
-                      f"{row['difference_pp']:+.1f}")
+                      f"{row['difference_pp']:+.1f}", "-" if speed is None else f"{speed:.2f}x")
+    table.caption = ("steps / profile: median of each engine step's measured time over the "
+                     "profile's (1.20x: the engine ran 20% slower than simulated)")
+    table.caption_justify = "left"
     return table
 
 

@@ -30,6 +30,7 @@ from dsbox.engine.core.sampling_params import SamplingParams
 from dsbox.engine.model.tokenizer import Tokenizer
 from dsbox.metrics.records import RequestRecord
 from dsbox.metrics.stats import EngineStats, Health
+from dsbox.metrics.steps import StepRecord
 
 OutputCallback = Callable[[RequestOutput], None]
 Prompt = str | Sequence[int]
@@ -91,6 +92,11 @@ class EngineClient(ABC):
     def finished_since(self, cursor: int = 0) -> tuple[list[RequestRecord], int]:
         """Requests finished after ``cursor`` (oldest first; the log keeps the last few
         thousand) and the cursor to pass next time."""
+
+    @abstractmethod
+    def steps_since(self, cursor: int = 0) -> tuple[list[StepRecord], int]:
+        """Steps every instance ran after ``cursor`` (oldest first; the log keeps the last
+        ``STEP_LOG_SIZE``) and the cursor to pass next time."""
 
     @abstractmethod
     def close(self) -> None:

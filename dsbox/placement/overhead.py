@@ -19,10 +19,10 @@ the engine client under a serving placement and sent two kinds of load:
   that the decode batch shrinks one sequence at a time from the whole burst to one), whose
   every step the engine logs (:class:`~dsbox.metrics.steps.StepRecord`: from scheduling
   to the answer handled, on instances of PP 1): each step's wall time minus the fit's time
-  for its shape. A lone request cannot show a cost that grows with the batch (each
-  sequence's tokens sampled, applied, detokenised and sent on in the engine's thread, in
-  series with the model), and on a CPU that cost is what set the measured TPOT apart from
-  the simulated one under load.
+  for its shape. A lone request cannot show a cost that grows with the batch: each
+  sequence's token applied, detokenised and sent on in the engine's thread, in series
+  with the model (on the project's 2-core CPU box about 0.03 ms per sequence per step in
+  the in-process engine, and a fit of 0.08 ms through worker processes).
 
 Each kind is fitted as ``ms + ms_per_token * context + ms_per_seq * sequences`` over both
 sample sets by least squares on the relative error of the whole step, every term kept

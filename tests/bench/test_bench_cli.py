@@ -139,10 +139,14 @@ def test_cpu_run_real_beside_simulated_with_colocated(env, cpu_profile_dir):
             assert a["finish_reason"] == "length"
             assert a["prefill_start"] >= a["arrival"] and a["finish"] >= a["token_times"][-1]
         assert real["breakdown"]["count"] == 3
+        # how fast the engine's steps ran against the profile, from its step log
+        assert real["step_time_vs_profile"] > 0
+        assert sim["step_time_vs_profile"] is None
+    assert all(row["step_time_vs_profile"] > 0 for row in data["real_vs_simulated"])
     disagg = [r for r in data["runs"] if r["target"] == "real" and r["placement"] == DISAGG]
     assert all(r["transfer"]["count"] == 3 for r in disagg)
     assert any(q["kv_bytes"] > 0 for r in disagg for q in r["requests"])
-    assert "Measured against simulated" in proc.stdout
+    assert "Measured against simulated" in proc.stdout and "steps / profile" in proc.stdout
 
 
 @pytest.fixture

@@ -98,6 +98,9 @@ class FixedClient(EngineClient):
     def finished_since(self, cursor: int = 0):
         return self._log[cursor:], len(self._log)
 
+    def steps_since(self, cursor: int = 0):
+        return [], cursor  # its requests take no steps
+
     def health(self) -> Health:
         return Health(True, tuple((i.instance_id, i.role, True, None)
                                   for i in self._instances()))

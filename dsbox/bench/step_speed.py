@@ -1,0 +1,45 @@
+"""How fast the engine's steps ran during a real run, against the profile's step times.
+
+A simulated run is only as right as the profile's step times are for the machine at the
+time of the real run; a shared machine's speed drifts (on the project's 2-core CPU box
+the same step's two-second median moved between 19 and 28 ms within minutes). To tell a
+simulator error from a machine that ran slower or faster than when it was profiled, a
+real run's every logged step (:class:`~dsbox.metrics.steps.StepRecord`, instances of PP
+1) is compared with what the profile predicts for it (the fit of its instance's TP plus
+the runtime overhead of its kind, as the simulator charges it): the median ratio of
+measured to predicted wall time. 1.2 means the engine's steps took 20% longer than the
+simulator's.
+"""
+
+from __future__ import annotations
+
+import statistics
+from collections.abc import Sequence
+
+from dsbox.metrics.steps import StepRecord
+from dsbox.placement.latency import InstanceLatency
+from dsbox.placement.profile import LatencyProfile
+
+
+def predicted_ms(lat: InstanceLatency, step: StepRecord) -> float:
+    """The profile's time for a logged step of a PP-1 instance, ms."""
+    if step.is_prefill:
+        model = lat.prefill_time(step.num_tokens, step.sum_sq_tokens)
+        over = lat.prefill_overhead_time(step.sum_context, step.num_seqs)
+    else:
+        model = lat.decode_time(step.num_seqs, step.sum_context)
+        over = lat.decode_overhead_time(step.sum_context, step.num_seqs)
+    return (model + over) * 1e3
+
+
+def step_time_ratio(steps: Sequence[StepRecord], tp_of: dict[int, int],
+                    profile: LatencyProfile, engine: str | None = None) -> float | None:
+    """Median measured / predicted wall time over ``steps`` of the instances in ``tp_of``
+    (instance id -> TP; PP-1 instances only) that the profile has a fit for; None without
+    any."""
+    have = set(profile.tps(engine))
+    lats = {i: InstanceLatency.from_profile(profile, tp, 1, engine)
+            for i, tp in tp_of.items() if tp in have}
+    ratios = [s.wall_ms / p for s in steps if s.instance_id in lats
+              and (p := predicted_ms(lats[s.instance_id], s)) > 0]
+    return statistics.median(ratios) if ratios else None
