@@ -212,7 +212,7 @@ def send_bursts(client, probe: OverheadProbe,
     if not shapes or not probe.bursts:
         return []
     vocab = client.spec.vocab_size
-    flat = {i.index for i in client.instances if i.pp == 1}
+    flat = {i.instance_id for i in client.stats().instances if i.pp == 1}
     steps: list[StepRecord] = []
     for b in range(probe.bursts):
         _, cursor = client.steps_since(0)
