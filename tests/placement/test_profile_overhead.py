@@ -105,8 +105,8 @@ def test_profile_overhead_makes_the_simulator_predict_this_runtime(tmp_path):
     assert with_overhead <= without + 0.02, (with_overhead, without, measured)
     # and the simulator pays what the profile says: 5 ms more per prefill step is 5 ms
     # more TTFT for a lone request
-    slower = dataclasses.replace(prof, prefill_overhead=StepOverhead(
-        prof.prefill_overhead.ms + 5.0, prof.prefill_overhead.ms_per_token))
+    slower = dataclasses.replace(prof, prefill_overhead=dataclasses.replace(
+        prof.prefill_overhead, ms=prof.prefill_overhead.ms + 5.0))
     (ttft, _), (ttft_slower, _) = _simulated(prof, 96, 32), _simulated(slower, 96, 32)
     assert ttft_slower - ttft == pytest.approx(5e-3, abs=1e-6)
 
