@@ -13,11 +13,13 @@ import pytest
 from typer.testing import CliRunner
 
 from dsbox.bench.sim_target import sim_setup
+from dsbox.bench.step_speed import predicted_ms
 from dsbox.cli import make_app
 from dsbox.client import open_engine
 from dsbox.config import get_model_spec
 from dsbox.metrics.steps import StepRecord
 from dsbox.placement import EngineLimits, SimTrace, StepOverhead, simulate
+from dsbox.placement.latency import InstanceLatency
 from dsbox.placement.overhead import (
     OverheadProbe,
     OverheadSample,
@@ -63,18 +65,8 @@ def _error(profile, measured) -> float:
 
 def _step_error(profile, steps) -> float:
     """Median relative error of (fit + overhead) against each logged step's wall time."""
-    fit = profile.fit(1)
-    errors = []
-    for s in steps:
-        if s.is_prefill:
-            a, b, c = fit.prefill
-            model = a + b * s.num_tokens + c * s.sum_sq_tokens
-            over = profile.prefill_overhead.seconds(s.sum_context, s.num_seqs) * 1e3
-        else:
-            model = fit.decode_ms(s.num_seqs, s.sum_context)
-            over = profile.decode_overhead.seconds(s.sum_context, s.num_seqs) * 1e3
-        errors.append(abs(model + over - s.wall_ms) / s.wall_ms)
-    return statistics.median(errors)
+    lat = InstanceLatency.from_profile(profile, 1, 1)
+    return statistics.median(abs(predicted_ms(lat, s) - s.wall_ms) / s.wall_ms for s in steps)
 
 
 def test_profile_overhead_makes_the_simulator_predict_this_runtime(tmp_path):
