@@ -30,7 +30,7 @@ from dsbox.engine.core.sampling_params import SamplingParams
 from dsbox.engine.model.tokenizer import Tokenizer
 from dsbox.metrics.records import RequestRecord
 from dsbox.metrics.stats import EngineStats, Health
-from dsbox.metrics.steps import StepRecord
+from dsbox.metrics.steps import PullRecord, StepRecord
 
 OutputCallback = Callable[[RequestOutput], None]
 Prompt = str | Sequence[int]
@@ -97,6 +97,11 @@ class EngineClient(ABC):
     def steps_since(self, cursor: int = 0) -> tuple[list[StepRecord], int]:
         """Steps every instance ran after ``cursor`` (oldest first; the log keeps the last
         ``STEP_LOG_SIZE``) and the cursor to pass next time."""
+
+    @abstractmethod
+    def pulls_since(self, cursor: int = 0) -> tuple[list[PullRecord], int]:
+        """KV pulls the decode instances completed after ``cursor`` (oldest first; the log
+        keeps the last ``PULL_LOG_SIZE``) and the cursor to pass next time."""
 
     @abstractmethod
     def close(self) -> None:

@@ -49,3 +49,30 @@ def test_every_step_is_logged_with_its_shape_and_times(placement):
         assert s.to_dict()["wall_ms"] == s.wall_ms
     assert sizes[f"{steps[0].role}{steps[0].instance_id}.step_starts"] == 0
 
+
+
+@pytest.mark.parametrize("executor,placement", [
+    ("inprocess", "prefill:tp=1;decode:tp=1"),
+    ("workers", "prefill:tp=1;decode:tp=2"),
+])
+def test_every_kv_pull_is_logged_once_with_its_copy_times(executor, placement):
+    with open_engine(model="opt-tiny", dummy_weights=True, device="cpu", num_threads=1,
+                     placement=placement, executor=executor) as client:
+        _, cursor = client.pulls_since(0)
+        outs = client.generate(PROMPTS, SamplingParams(max_tokens=OUTPUT, temperature=0.0,
+                                                       ignore_eos=True), timeout=180)
+        assert all(len(o.token_ids) == OUTPUT for o in outs)
+        pulls, cursor = client.pulls_since(cursor)
+        assert client.pulls_since(cursor) == ([], cursor)
+        stats = client.stats()
+        records, _ = client.finished_since(0)
+    roles = {i.instance_id: i.role for i in stats.instances}
+    assert len(pulls) == len(PROMPTS)  # one record per request, over every decode rank
+    assert sorted(p.num_tokens for p in pulls) == sorted(len(p) for p in PROMPTS)
+    for p in pulls:
+        assert roles[p.instance_id] == "decode" and roles[p.src_instance_id] == "prefill"
+        assert p.sent <= p.start <= p.end and p.copy_ms >= 0
+        assert p.to_dict()["copy_ms"] == p.copy_ms
+    # the bytes each pull moved, summed over the decode ranks, are the request's KV bytes
+    assert sorted(p.nbytes for p in pulls) == sorted(r.kv_bytes for r in records)
+    assert all(p.nbytes > 0 for p in pulls)

@@ -101,6 +101,9 @@ class FixedClient(EngineClient):
     def steps_since(self, cursor: int = 0):
         return [], cursor  # its requests take no steps
 
+    def pulls_since(self, cursor: int = 0):
+        return [], cursor  # nor move any KV
+
     def health(self) -> Health:
         return Health(True, tuple((i.instance_id, i.role, True, None)
                                   for i in self._instances()))

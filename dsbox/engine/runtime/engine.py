@@ -54,7 +54,7 @@ from dsbox.metrics.cursor_log import CursorLog
 from dsbox.metrics.lifecycle import Lifecycle
 from dsbox.metrics.records import RequestRecord
 from dsbox.metrics.stats import EngineStats, Health
-from dsbox.metrics.steps import STEP_LOG_SIZE, StepRecord
+from dsbox.metrics.steps import PULL_LOG_SIZE, STEP_LOG_SIZE, PullRecord, StepRecord
 
 logger = logging.getLogger("dsbox")
 STARTUP_TIMEOUT_S = 600.0
@@ -81,6 +81,7 @@ class Engine(EngineClient):
         self._progress = on_progress or (lambda _msg: None)
         self._local_results: deque = deque()
         self.steps: CursorLog[StepRecord] = CursorLog(STEP_LOG_SIZE)
+        self.pull_log: CursorLog[PullRecord] = CursorLog(PULL_LOG_SIZE)
         self._inbox: queue.Queue = queue.Queue()
         self._wake = threading.Event()  # set by every call; the in-process loop sleeps on it
         self._sleeping = False  # the workers' loop is (about to be) blocked on their results
@@ -236,6 +237,11 @@ class Engine(EngineClient):
         the cursor to pass next time."""
         return self.steps.since(cursor)
 
+    def pulls_since(self, cursor: int = 0) -> tuple[list[PullRecord], int]:
+        """The KV pulls every decode instance completed after ``cursor`` (the last
+        ``PULL_LOG_SIZE``), and the cursor to pass next time."""
+        return self.pull_log.since(cursor)
+
     def local_worker(self, index: int = 0) -> DeviceWorker | None:
         """The device worker of instance ``index`` when it runs in this process (tests,
         the profiler); None for worker processes."""
@@ -370,7 +376,9 @@ class Engine(EngineClient):
         elif isinstance(msg, StageFree):
             self.instances[msg.instance_id].stage0_done()
         elif isinstance(msg, PullDone):
-            self.flow.pull_done(msg, now)
+            record = self.flow.pull_done(msg, now)
+            if record is not None:
+                self.pull_log.append(record)
         elif isinstance(msg, ProbeReply):
             if self._probes is not None and msg.probe_id == self._probe_id:
                 self._probes[(msg.instance_id, msg.rank)] = msg.num_requests

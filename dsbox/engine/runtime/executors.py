@@ -112,9 +112,11 @@ class LocalExecutor:
 
     def pull(self, cmd: PullKV) -> None:
         def run() -> None:
+            start = time.monotonic()
             nbytes = self.worker.pull(self.sources[cmd.src_instance], cmd.src_blocks,
                                       cmd.dst_blocks)
-            self.out.append(PullDone(self.instance_id, 0, cmd.pull_id, nbytes))
+            self.out.append(PullDone(self.instance_id, 0, cmd.pull_id, nbytes, start,
+                                     time.monotonic()))
 
         self._guarded(run)
 

@@ -116,6 +116,8 @@ class PullDone:
     rank: int
     pull_id: int
     nbytes: int
+    start: float = 0.0  # when the worker began and ended the copy, time.monotonic() (one
+    end: float = 0.0    # clock for every process of the box), seconds
 
 
 @dataclass(frozen=True, slots=True)

@@ -27,6 +27,7 @@ from dsbox.engine.runtime.instance import Instance
 from dsbox.engine.runtime.messages import PullDone, StepDone
 from dsbox.metrics.cursor_log import CursorLog
 from dsbox.metrics.records import RequestRecord
+from dsbox.metrics.steps import PullRecord
 
 logger = logging.getLogger("dsbox")
 FINISHED_LOG_SIZE = 10_000
@@ -38,6 +39,10 @@ class _Pull:
     src: Instance
     dst: Instance
     acks_left: int
+    sent: float
+    nbytes: int = 0
+    start: float = float("inf")  # the workers' earliest start and latest end of the copy
+    end: float = 0.0
 
 
 class RequestFlow:
@@ -102,7 +107,7 @@ class RequestFlow:
                 self.fail(seq.seq_id, f"{src.name} failed")
                 continue
             pid = next(self.pull_ids)
-            self.pulls[pid] = _Pull(seq, src, dec, len(dec.devices))
+            self.pulls[pid] = _Pull(seq, src, dec, len(dec.devices), now)
             dec.pull(pid, src, seq.seq_id)
 
     def step_done(self, inst: Instance, msg: StepDone, now: float) -> None:
@@ -142,25 +147,33 @@ class RequestFlow:
             return
         self.home[sid].append(dec)
 
-    def pull_done(self, msg: PullDone, now: float) -> None:
+    def pull_done(self, msg: PullDone, now: float) -> PullRecord | None:
+        """Take in one worker's answer to a pull; the record of the pull once every worker
+        of the decode instance has answered."""
         pull = self.pulls.get(msg.pull_id)
         if pull is None:
-            return
+            return None
         pull.acks_left -= 1
+        pull.nbytes += msg.nbytes
+        pull.start = min(pull.start, msg.start)
+        pull.end = max(pull.end, msg.end)
         sid = pull.seq.seq_id
         pull.dst.count_transfer(msg.nbytes, now, incoming=True)
         pull.src.count_transfer(msg.nbytes, now, incoming=False)
         if sid in self.kv_bytes or sid in self.tracker:
             self.kv_bytes[sid] = self.kv_bytes.get(sid, 0) + msg.nbytes
         if pull.acks_left:
-            return
+            return None
         del self.pulls[msg.pull_id]
+        record = PullRecord(pull.dst.index, pull.src.index, pull.seq.num_prompt_tokens,
+                            pull.nbytes, pull.sent, pull.start, pull.end)
         if sid not in self.home:  # ended during the transfer
             self.kv_bytes.pop(sid, None)
-            return
+            return record
         finish_handoff(sid, pull.src.scheduler, pull.dst.scheduler, now)
         pull.src.release(sid)
         self.home[sid] = [pull.dst]
+        return record
 
     def _advance(self, sid: int, now: float) -> None:
         out = self.tracker.advance(sid, now, lambda rid, reason: self.end(rid, reason, now,

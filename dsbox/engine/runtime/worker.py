@@ -131,8 +131,10 @@ def _serve(ws: WorkerSpec, inbox, results, export_queues, import_queues) -> None
                 model_ms = (time.perf_counter() - start) * 1e3
                 results.put(StepDone(ws.instance_id, cmd.step_id, tokens, logprobs, model_ms))
         elif isinstance(cmd, PullKV):
+            start = time.monotonic()
             nbytes = worker.pull(sources[cmd.src_instance], cmd.src_blocks, cmd.dst_blocks)
-            results.put(PullDone(ws.instance_id, ws.rank, cmd.pull_id, nbytes))
+            results.put(PullDone(ws.instance_id, ws.rank, cmd.pull_id, nbytes, start,
+                                 time.monotonic()))
         elif isinstance(cmd, Forget):
             worker.requests.drop(cmd.seq_ids)
         elif isinstance(cmd, Probe):
