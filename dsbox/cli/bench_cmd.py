@@ -244,8 +244,11 @@ def _profile_note(prof, where: str, fit: str) -> str:
     text = (f"simulated on profile {where} ({prof.model} on {prof.device_name or prof.device}, "
             f"{fit}'s fit)")
     pre, dec = prof.prefill_overhead, prof.decode_overhead
-    return (text + f"; runtime overhead per step: prefill {pre.describe()}, decode "
-            f"{dec.describe()}")
+    text += f"; runtime overhead per step: prefill {pre.describe()}, decode {dec.describe()}"
+    pull = prof.pull_overhead
+    if pull.ms or pull.ms_per_token:
+        text += f"; KV pull on the decode worker {pull.describe_pull()}"
+    return text
 
 
 def register(app: typer.Typer) -> None:

@@ -170,6 +170,7 @@ def _measure_overhead(console: Console, config, prof, placement: str | None):
         except ValueError as exc:
             raise fail(str(exc)) from None
     prof.prefill_overhead, prof.decode_overhead = run.prefill, run.decode
+    prof.pull_overhead = run.pull
     prof.provenance["step_overhead"] = run.provenance()
     return run
 
@@ -208,6 +209,9 @@ def _report(run, path: Path, overhead=None) -> None:
                   f"{len(overhead.requests)} lone requests, {overhead.num_steps} steps of "
                   f"bursts): prefill [bold]{pre.describe()}[/], decode "
                   f"[bold]{dec.describe()}[/]")
+        if overhead.num_pulls:
+            out.print(f"KV pull on the decode worker ({overhead.num_pulls} pulls): "
+                      f"[bold]{overhead.pull.describe_pull()}[/]")
     out.print(f"wrote {path}")
     out.print(f"use it: dsbox plan --model {prof.model} --profile {path.parent} ...")
 

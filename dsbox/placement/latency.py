@@ -15,7 +15,9 @@ the fit itself.
 ``prefill_overhead_time`` / ``decode_overhead_time`` are the serving runtime's own cost of
 a prefill / decode step (the profile's ``step_overhead`` of that kind: a constant plus a
 cost per token of context and one per sequence), paid before the step enters stage 0: the
-simulator adds it to every step's stage-0 time.
+simulator adds it to every step's stage-0 time. Their ``interference`` lengthens a step
+while another instance's step runs beside it (see :mod:`dsbox.placement.simulator`).
+``pull_time`` is a KV pull's time on the decode worker (the profile's ``kv_pull``).
 """
 
 from __future__ import annotations
@@ -34,6 +36,7 @@ class InstanceLatency:
     fit: StepFit
     prefill_overhead: StepOverhead = StepOverhead()  # runtime cost per prefill step
     decode_overhead: StepOverhead = StepOverhead()   # ... per decode step
+    pull_overhead: StepOverhead = StepOverhead()     # a KV pull's time on a decode worker
 
     def __post_init__(self) -> None:
         if self.tp < 1 or self.pp < 1:
@@ -43,7 +46,7 @@ class InstanceLatency:
     def from_profile(cls, profile: LatencyProfile, tp: int, pp: int,
                      engine: str | None = None) -> InstanceLatency:
         return cls(tp, pp, profile.fit(tp, engine), profile.prefill_overhead,
-                   profile.decode_overhead)
+                   profile.decode_overhead, profile.pull_overhead)
 
     def prefill_overhead_time(self, sum_context: int, num_seqs: int = 1) -> float:
         """The runtime's own time for one prefill step of ``num_seqs`` sequences over
@@ -54,6 +57,10 @@ class InstanceLatency:
         """The runtime's own time for one decode step of ``num_seqs`` sequences over
         ``sum_context`` tokens of context, s."""
         return self.decode_overhead.seconds(sum_context, num_seqs)
+
+    def pull_time(self, num_tokens: int) -> float:
+        """The decode worker's time to copy in the KV of a prompt of ``num_tokens``, s."""
+        return self.pull_overhead.seconds(num_tokens)
 
     def prefill_time(self, sum_len: int, sum_len_sq: int) -> float:
         """Whole-model time of one prefill batch (all stages), seconds."""

@@ -15,20 +15,29 @@ the engine client under a serving placement and sent two kinds of load:
     context. In a disaggregated placement this includes the KV handoff, amortised over
     the request's decode steps, as TPOT does;
 
-- bursts of requests sent at once (prompts of the same lengths, output lengths spread so
-  that the decode batch shrinks one sequence at a time from the whole burst to one), whose
-  every step the engine logs (:class:`~dsbox.metrics.steps.StepRecord`: from scheduling
-  to the answer handled, on instances of PP 1): each step's wall time minus the fit's time
-  for its shape. A lone request cannot show a cost that grows with the batch: each
-  sequence's token applied, detokenised and sent on in the engine's thread, in series
-  with the model (on the project's 2-core CPU box about 0.03 ms per sequence per step in
-  the in-process engine, and a fit of 0.08 ms through worker processes).
+- bursts of requests sent at once (each burst's prompts of one length, the shortest in
+  the first burst and the longest in the last, so that a cost per sequence can be told
+  from a cost per token of context; output lengths spread so that the decode batch
+  shrinks one sequence at a time from the whole burst to one), whose every step the
+  engine logs (:class:`~dsbox.metrics.steps.StepRecord`: from scheduling to the answer
+  handled, on instances of PP 1): each step's wall time minus the fit's time for its
+  shape, minus the KV pulls its worker ran inside it. A lone request cannot show a cost
+  that grows with the batch: each sequence's token applied, detokenised and sent on in
+  the engine's thread, in series with the model (on the project's 2-core CPU box about
+  0.03 ms per sequence per step in the in-process engine, and 0.1 ms through worker
+  processes). Nor can it show what instances sharing a machine cost each other: with a
+  prefill and a decode worker and the engine on 2 cores, a decode step ran about 0.25 ms
+  longer per ms of prefill beside it. Each burst step records how long steps of other
+  instances overlapped it, and the fit gives that a coefficient (``interference``).
 
-Each kind is fitted as ``ms + ms_per_token * context + ms_per_seq * sequences`` over both
-sample sets by least squares on the relative error of the whole step, every term kept
->= 0 (:func:`dsbox.placement.fitting.nonnegative_lstsq`). Prefill and decode overheads
-differ (a prefill step's output crosses to the decode side, a decode step's does not), so
-the profile keeps one of each (:class:`~dsbox.placement.profile.StepOverhead`).
+Each kind is fitted as ``ms + ms_per_token * context + ms_per_seq * sequences +
+interference * overlap`` over both sample sets by least squares on the relative error of
+the whole step, every term kept >= 0 (:func:`dsbox.placement.fitting.nonnegative_lstsq`).
+Prefill and decode overheads differ (a prefill step's output crosses to the decode side,
+a decode step's does not), so the profile keeps one of each
+(:class:`~dsbox.placement.profile.StepOverhead`), and a third for the KV pull: the decode
+workers time every copy (:class:`~dsbox.metrics.steps.PullRecord`), fitted as ``ms +
+ms_per_token * prompt tokens`` (about 0.3 ms + 0.001 ms per token on the CPU box).
 """
 
 from __future__ import annotations
@@ -39,7 +48,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from dsbox.metrics.steps import StepRecord
+from dsbox.metrics.steps import PullRecord, StepRecord
 from dsbox.placement.fitting import nonnegative_lstsq
 from dsbox.placement.profile import StepFit, StepOverhead
 
@@ -72,23 +81,29 @@ class OverheadProbe:
         """``(prompt, output)`` of every request that fits ``max_len`` positions."""
         return [(p, o) for p in self.prompt_lens for o in self.output_lens if p + o <= max_len]
 
-    def burst_requests(self, max_len: int) -> list[tuple[int, int]]:
-        """``(prompt, output)`` of one burst: prompts cycling through ``prompt_lens``,
-        outputs spread from 2 to ``burst_max_output`` tokens (those that fit ``max_len``)."""
+    def burst_requests(self, max_len: int, burst: int = 0) -> list[tuple[int, int]]:
+        """``(prompt, output)`` of burst number ``burst``: every prompt of one length (the
+        bursts step from the shortest of ``prompt_lens`` to the longest, so that the
+        context per sequence differs between them and a step's cost per sequence can be
+        told from its cost per token of context), outputs spread from 2 to
+        ``burst_max_output`` tokens (those that fit ``max_len``)."""
         n, top = self.burst, self.burst_max_output
-        out = [(self.prompt_lens[k % len(self.prompt_lens)],
-                2 + (k * (top - 2)) // max(1, n - 1)) for k in range(n)]
+        lens = sorted(self.prompt_lens)
+        prompt = lens[round(burst * (len(lens) - 1) / max(1, self.bursts - 1)) % len(lens)]
+        out = [(prompt, 2 + (k * (top - 2)) // max(1, n - 1)) for k in range(n)]
         return [(p, o) for p, o in out if p + o <= max_len]
 
 
 @dataclass(frozen=True, slots=True)
 class OverheadSample:
-    """One step's overhead: its context and sequences, measured minus the fit, measured."""
+    """One step's overhead: its context and sequences, measured minus the fit, measured,
+    and how long steps of other instances ran alongside it (ms)."""
 
     context: int
     seqs: int
     overhead_ms: float
     measured_ms: float
+    overlap_ms: float = 0.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -114,28 +129,54 @@ class OverheadRun:
     requests: tuple[LoneRequest, ...]
     placement: str
     num_steps: int = 0             # logged steps of the bursts fitted on
+    pull: StepOverhead = StepOverhead()  # a KV pull's time on its decode worker
+    num_pulls: int = 0             # logged KV pulls of the bursts fitted on
 
     def provenance(self) -> dict:
         return {"placement": self.placement,
                 "lone_requests": [r.to_dict() for r in self.requests],
-                "burst_steps": self.num_steps}
+                "burst_steps": self.num_steps, "burst_pulls": self.num_pulls}
 
 
 def fit_overhead(samples: Sequence[OverheadSample]) -> StepOverhead:
-    """``ms + ms_per_token * context + ms_per_seq * seqs`` through ``samples``, every term
-    >= 0, by least squares on the relative error of the whole step (model time plus
-    overhead against the measured time), as the step fits are. Where every sample has the
-    same number of sequences (lone requests only) the per-sequence term is 0: the constant
-    holds it."""
+    """``ms + ms_per_token * context + ms_per_seq * seqs + interference * overlap_ms``
+    through ``samples``, every term >= 0, by least squares on the relative error of the
+    whole step (model time plus overhead against the measured time), as the step fits are.
+    Where every sample has the same number of sequences (lone requests only) the
+    per-sequence term is 0: the constant holds it; where no step had another alongside,
+    the interference is 0."""
     if not samples:
         raise ValueError("no overhead samples")
-    x = np.array([(1.0, s.context, s.seqs) for s in samples], dtype=np.float64)
+    x = np.array([(1.0, s.context, s.seqs, s.overlap_ms) for s in samples], dtype=np.float64)
     y = np.array([s.overhead_ms for s in samples], dtype=np.float64)
     w = 1.0 / np.maximum(np.array([s.measured_ms for s in samples]), 1e-9)
     scale = np.abs(x).max(axis=0)
     scale[scale == 0] = 1.0
-    a, b, c = (nonnegative_lstsq(x / scale * w[:, None], y * w) / scale).tolist()
-    return StepOverhead(a, b, c)
+    a, b, c, k = (nonnegative_lstsq(x / scale * w[:, None], y * w) / scale).tolist()
+    return StepOverhead(a, b, c, k)
+
+
+def fit_pull(pulls: Sequence[PullRecord]) -> StepOverhead:
+    """A KV pull's copy time on the decode worker, ``ms + ms_per_token * prompt tokens``
+    (both >= 0, least squares on the relative error); none without pulls."""
+    if not pulls:
+        return StepOverhead()
+    x = np.array([(1.0, p.num_tokens) for p in pulls], dtype=np.float64)
+    y = np.array([p.copy_ms for p in pulls], dtype=np.float64)
+    w = 1.0 / np.maximum(y, 1e-3)
+    scale = np.abs(x).max(axis=0)
+    a, b = (nonnegative_lstsq(x / scale * w[:, None], y * w) / scale).tolist()
+    return StepOverhead(a, b)
+
+
+def _overlaps_ms(starts: np.ndarray, ends: np.ndarray, other_starts: np.ndarray,
+                 other_ends: np.ndarray) -> np.ndarray:
+    """For each window ``[starts[i], ends[i]]``: the ms the other windows cover of it."""
+    if not len(other_starts) or not len(starts):
+        return np.zeros(len(starts))
+    lo = np.maximum(starts[:, None], other_starts[None, :])
+    hi = np.minimum(ends[:, None], other_ends[None, :])
+    return np.clip(hi - lo, 0.0, None).sum(axis=1) * 1e3
 
 
 def overhead_samples(fit: StepFit, requests: Sequence[LoneRequest]
@@ -152,19 +193,35 @@ def overhead_samples(fit: StepFit, requests: Sequence[LoneRequest]
     return prefill, decode
 
 
-def step_samples(fit: StepFit, steps: Sequence[StepRecord]
+def step_samples(fit: StepFit, steps: Sequence[StepRecord], pulls: Sequence[PullRecord] = ()
                  ) -> tuple[list[OverheadSample], list[OverheadSample]]:
-    """(prefill, decode) samples of logged steps: wall time minus the fit's model time."""
+    """(prefill, decode) samples of logged steps: wall time minus the fit's model time and
+    minus the KV pulls its worker ran inside the step's window (the simulator charges those
+    apart), with the ms that other instances' steps overlapped it."""
     a, b, c = fit.prefill
     prefill, decode = [], []
-    for st in steps:
+    starts = np.array([st.start for st in steps], dtype=np.float64)
+    ends = np.array([st.end for st in steps], dtype=np.float64)
+    owner = np.array([st.instance_id for st in steps])
+    overlap = np.zeros(len(steps))
+    pulled = np.zeros(len(steps))
+    for inst in set(owner.tolist()):
+        mine, others = owner == inst, owner != inst
+        overlap[mine] = _overlaps_ms(starts[mine], ends[mine], starts[others], ends[others])
+        own = [p for p in pulls if p.instance_id == inst]
+        pulled[mine] = _overlaps_ms(starts[mine], ends[mine],
+                                    np.array([p.start for p in own], dtype=np.float64),
+                                    np.array([p.end for p in own], dtype=np.float64))
+    for st, over, pull_ms in zip(steps, overlap.tolist(), pulled.tolist(), strict=True):
         wall = st.wall_ms
         if st.is_prefill:
             model = a + b * st.num_tokens + c * st.sum_sq_tokens
-            prefill.append(OverheadSample(st.sum_context, st.num_seqs, wall - model, wall))
+            prefill.append(OverheadSample(st.sum_context, st.num_seqs, wall - model - pull_ms,
+                                          wall, over))
         else:
             model = fit.decode_ms(st.num_seqs, st.sum_context)
-            decode.append(OverheadSample(st.sum_context, st.num_seqs, wall - model, wall))
+            decode.append(OverheadSample(st.sum_context, st.num_seqs, wall - model - pull_ms,
+                                         wall, over))
     return prefill, decode
 
 
@@ -203,19 +260,24 @@ def send_lone_requests(client, probe: OverheadProbe,
 
 def send_bursts(client, probe: OverheadProbe,
                 progress: Callable[[int, int, str], None] | None = None
-                ) -> list[StepRecord]:
+                ) -> tuple[list[StepRecord], list[PullRecord]]:
     """Send ``probe.bursts`` bursts of ``probe.burst`` requests to ``client`` (an engine),
-    one after the other, and return the steps its instances of PP 1 ran for them."""
+    one after the other, and return the steps its instances of PP 1 ran for them and the
+    KV pulls its decode instances made."""
     from dsbox.engine.core.sampling_params import SamplingParams
 
-    shapes = probe.burst_requests(client.max_model_len)
-    if not shapes or not probe.bursts:
-        return []
+    if not probe.burst or not probe.bursts:
+        return [], []
     vocab = client.spec.vocab_size
     flat = {i.instance_id for i in client.stats().instances if i.pp == 1}
     steps: list[StepRecord] = []
+    pulls: list[PullRecord] = []
     for b in range(probe.bursts):
+        shapes = probe.burst_requests(client.max_model_len, b)
+        if not shapes:
+            continue
         _, cursor = client.steps_since(0)
+        _, pull_cursor = client.pulls_since(0)
         prompts = [[(29 * k + 7 * j + 13) % vocab for k in range(p)]
                    for j, (p, _) in enumerate(shapes)]
         params = [SamplingParams(max_tokens=o, temperature=0.0, ignore_eos=True)
@@ -226,9 +288,11 @@ def send_bursts(client, probe: OverheadProbe,
             raise ValueError(f"overhead probe burst failed: {bad[0].error}")
         records, _ = client.steps_since(cursor)
         steps += [r for r in records if r.instance_id in flat]
+        pulls += client.pulls_since(pull_cursor)[0]
         if progress is not None:
-            progress(b + 1, probe.bursts, f"burst of {len(shapes)} requests")
-    return steps
+            progress(b + 1, probe.bursts,
+                     f"burst of {len(shapes)} requests of {shapes[0][0]} prompt tokens")
+    return steps, pulls
 
 
 def measure_overhead(client, fit: StepFit, probe: OverheadProbe,
@@ -236,12 +300,12 @@ def measure_overhead(client, fit: StepFit, probe: OverheadProbe,
     """Lone requests and bursts on ``client`` (an engine under ``probe.placement``)
     against ``fit``."""
     requests = send_lone_requests(client, probe, progress)
-    steps = send_bursts(client, probe, progress)
+    steps, pulls = send_bursts(client, probe, progress)
     prefill, decode = overhead_samples(fit, requests)
-    loaded_prefill, loaded_decode = step_samples(fit, steps)
+    loaded_prefill, loaded_decode = step_samples(fit, steps, pulls)
     return OverheadRun(fit_overhead(prefill + loaded_prefill),
                        fit_overhead(decode + loaded_decode), tuple(requests),
-                       probe.placement, len(steps))
+                       probe.placement, len(steps), fit_pull(pulls), len(pulls))
 
 
 def default_placement(num_devices: int) -> str:

@@ -9,8 +9,9 @@ A profile file is JSON (format ``dsbox-profile/1``), one per (device kind, model
                                   "decode_large": [a, b, c], "decode_threshold": 95}}},
      "kv_capacity_tokens": [{"tp": 1, "pp": 1, "tokens": 66144}],
      "prefill_token_budget": {"1": 768},
-     "step_overhead": {"prefill": {"ms": 0.0, "ms_per_token": 0.0, "ms_per_seq": 0.0},
-                       "decode": {"ms": 0.0, "ms_per_token": 0.0, "ms_per_seq": 0.0}},
+     "step_overhead": {"prefill": {"ms": 0.0, "ms_per_token": 0.0, "ms_per_seq": 0.0,
+                                   "interference": 0.0},
+                       "decode": {...}, "kv_pull": {...}},
      "provenance": {...}}
 
 Step time in milliseconds, in the form DistServe fitted (paper Appendix A): a prefill step
@@ -23,7 +24,11 @@ else from device memory. ``step_overhead`` is the serving runtime's own cost per
 (scheduling, IPC, batch building) on top of the model's step time, one per step kind:
 ``ms`` plus ``ms_per_token`` per token of context in the step plus ``ms_per_seq`` per
 sequence in it (a file without ``ms_per_seq`` has none); the simulator adds the
-prefill one to every prefill step and the decode one to every decode step. ``dsbox
+prefill one to every prefill step and the decode one to every decode step.
+``interference`` is how much longer a step runs, in ms, per ms that a step of another
+instance runs beside it (instances sharing a CPU's cores and memory bandwidth; 0 where
+each has its own GPU). ``kv_pull`` is a KV pull's time on the decode worker, ``ms`` plus
+``ms_per_token`` per prompt token moved (a file without it has none). ``dsbox
 profile`` measures it on the running engine (:mod:`dsbox.placement.overhead`); it is 0 in
 the published fits (their runs include the engine's overhead in the fit). Older files'
 ``step_overhead_ms`` / ``step_overhead_ms_per_token`` (one overhead for every step) load
@@ -117,14 +122,18 @@ def detect_token_budget(points, plateau: float = BUDGET_PLATEAU) -> int:
 @dataclass(frozen=True, slots=True)
 class StepOverhead:
     """The serving runtime's own cost of one step:
-    ``ms + ms_per_token * sum(context) + ms_per_seq * num_seqs``."""
+    ``ms + ms_per_token * sum(context) + ms_per_seq * num_seqs``, plus ``interference`` ms
+    for every ms that a step of another instance runs alongside it (instances sharing the
+    machine's cores or memory bandwidth: a CPU box; 0 for GPUs of their own). The KV pull
+    cost uses the same form: ``num_seqs`` is 1 and the context is the prompt."""
 
     ms: float = 0.0
     ms_per_token: float = 0.0
     ms_per_seq: float = 0.0
+    interference: float = 0.0
 
     def __post_init__(self) -> None:
-        terms = (self.ms, self.ms_per_token, self.ms_per_seq)
+        terms = (self.ms, self.ms_per_token, self.ms_per_seq, self.interference)
         if not all(t >= 0 and math.isfinite(t) for t in terms):
             raise ValueError(f"step overheads must be finite and >= 0 ms, got {self!r}")
 
@@ -132,28 +141,37 @@ class StepOverhead:
         return (self.ms + self.ms_per_token * sum_context + self.ms_per_seq * num_seqs) * 1e-3
 
     def to_dict(self) -> dict:
-        return {"ms": self.ms, "ms_per_token": self.ms_per_token, "ms_per_seq": self.ms_per_seq}
+        return {"ms": self.ms, "ms_per_token": self.ms_per_token, "ms_per_seq": self.ms_per_seq,
+                "interference": self.interference}
 
     def describe(self) -> str:
-        """``"0.5 ms + 0.001 ms/token + 0.02 ms/seq"``."""
-        return (f"{self.ms:.3g} ms + {self.ms_per_token:.3g} ms/token + "
+        """``"0.5 ms + 0.001 ms/token + 0.02 ms/seq"`` (and ``+ 0.25 ms/ms alongside``)."""
+        text = (f"{self.ms:.3g} ms + {self.ms_per_token:.3g} ms/token + "
                 f"{self.ms_per_seq:.3g} ms/seq")
+        if self.interference:
+            text += f" + {self.interference:.3g} ms per ms alongside"
+        return text
+
+    def describe_pull(self) -> str:
+        """As a KV pull's cost: ``"0.3 ms + 0.001 ms per prompt token"``."""
+        return f"{self.ms:.3g} ms + {self.ms_per_token:.3g} ms per prompt token"
 
     @classmethod
     def from_dict(cls, data: dict) -> StepOverhead:
         return cls(float(data.get("ms", 0.0)), float(data.get("ms_per_token", 0.0)),
-                   float(data.get("ms_per_seq", 0.0)))
+                   float(data.get("ms_per_seq", 0.0)), float(data.get("interference", 0.0)))
 
 
-def _overheads(data: dict) -> tuple[StepOverhead, StepOverhead]:
-    """(prefill, decode) overheads of a profile file (see the module docstring)."""
+def _overheads(data: dict) -> tuple[StepOverhead, StepOverhead, StepOverhead]:
+    """(prefill, decode, KV pull) overheads of a profile file (see the module docstring)."""
     if "step_overhead" in data:
         kinds = data["step_overhead"]
         return (StepOverhead.from_dict(kinds.get("prefill", {})),
-                StepOverhead.from_dict(kinds.get("decode", {})))
+                StepOverhead.from_dict(kinds.get("decode", {})),
+                StepOverhead.from_dict(kinds.get("kv_pull", {})))
     both = StepOverhead(float(data.get("step_overhead_ms", 0.0)),
                         float(data.get("step_overhead_ms_per_token", 0.0)))
-    return both, both
+    return both, both, StepOverhead()
 
 
 @dataclass(slots=True)
@@ -174,6 +192,7 @@ class LatencyProfile:
     measurements: list = field(default_factory=list)
     prefill_overhead: StepOverhead = StepOverhead()  # the runtime's own cost per step
     decode_overhead: StepOverhead = StepOverhead()
+    pull_overhead: StepOverhead = StepOverhead()     # a KV pull's time on its decode worker
 
     def __post_init__(self) -> None:
         if not self.fits:
@@ -189,7 +208,7 @@ class LatencyProfile:
             raise ValueError("device_memory_bytes must be positive")
         if not 0 < self.memory_utilization <= 1:
             raise ValueError("memory_utilization must be in (0, 1]")
-        for kind in (self.prefill_overhead, self.decode_overhead):
+        for kind in (self.prefill_overhead, self.decode_overhead, self.pull_overhead):
             if not isinstance(kind, StepOverhead):
                 raise ValueError(f"step overheads must be StepOverhead, got {kind!r}")
 
@@ -251,7 +270,8 @@ class LatencyProfile:
             "prefill_token_budget": {str(tp): n
                                      for tp, n in sorted(self.prefill_token_budget.items())},
             "step_overhead": {"prefill": self.prefill_overhead.to_dict(),
-                              "decode": self.decode_overhead.to_dict()},
+                              "decode": self.decode_overhead.to_dict(),
+                              "kv_pull": self.pull_overhead.to_dict()},
             "provenance": self.provenance,
             "measurements": self.measurements,
         }
@@ -264,7 +284,7 @@ class LatencyProfile:
         if data.get("units", "ms") != "ms":
             raise ValueError(f"{source}: units must be 'ms'")
         try:
-            prefill_overhead, decode_overhead = _overheads(data)
+            prefill_overhead, decode_overhead, pull_overhead = _overheads(data)
             fits = {eng: {int(tp): StepFit.from_dict(f) for tp, f in per_tp.items()}
                     for eng, per_tp in data["fits"].items()}
             kv = {(int(e["tp"]), int(e["pp"])): int(e["tokens"])
@@ -286,6 +306,7 @@ class LatencyProfile:
                 measurements=data.get("measurements", []),
                 prefill_overhead=prefill_overhead,
                 decode_overhead=decode_overhead,
+                pull_overhead=pull_overhead,
             )
         except KeyError as exc:
             raise ValueError(f"{source}: missing key {exc.args[0]!r}") from None

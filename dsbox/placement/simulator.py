@@ -62,7 +62,7 @@ from dsbox.metrics.lifecycle import Lifecycle
 from dsbox.placement.lazy_decode import IDLE, LazyDecode
 from dsbox.placement.sim_types import SimInstance, SimResult, SimSetup, SimTrace, required_met
 
-_ARRIVAL, _STAGE_FREE, _STEP_DONE, _TRANSFER_DONE = range(4)
+_ARRIVAL, _STAGE_FREE, _STEP_DONE, _TRANSFER_DONE, _PULL_READY = range(5)
 
 
 class _Instance:
@@ -70,7 +70,9 @@ class _Instance:
 
     __slots__ = ("index", "spec", "sched", "latency", "decode_latency", "pp", "stage_busy",
                  "num_in_flight", "num_decoding", "busy_ids", "stage_free", "lazy",
-                 "role_index", "is_prefill", "is_decode")
+                 "role_index", "is_prefill", "is_decode", "pull_queue", "pulls_cost",
+                 "done_id", "run_begin", "run_end", "run_k", "run_out", "k_prefill",
+                 "k_decode")
 
     def __init__(self, index: int, role_index: int, spec: SimInstance, fast: bool) -> None:
         self.index = index
@@ -95,6 +97,15 @@ class _Instance:
         self.lazy = LazyDecode(self.sched) if fast and spec.role != "prefill" else None
         self.is_prefill = spec.role == "prefill"
         self.is_decode = spec.role == "decode"
+        self.pull_queue: list[Sequence] = []  # KV here, waiting for stage 0 to copy it in
+        self.pulls_cost = self.is_decode and bool(spec.latency.pull_overhead.ms
+                                                  or spec.latency.pull_overhead.ms_per_token)
+        # interference (pp 1 only): the step in flight, its run and its STEP_DONE event
+        self.k_prefill = spec.latency.prefill_overhead.interference
+        self.k_decode = spec.latency.decode_overhead.interference
+        self.done_id = None            # the heap counter of the valid STEP_DONE event
+        self.run_begin = self.run_end = self.run_k = 0.0
+        self.run_out = None
 
     @property
     def scheduler(self) -> Scheduler:  # what the routing rules read
@@ -158,6 +169,10 @@ class Simulator:
         self.deadlines: list[tuple[float, int, int]] = []
         self.doom = stop_early
         self.params: dict[int, SamplingParams] = {}  # output length -> its params
+        # instances of PP 1 whose steps lengthen each other (a shared CPU); none on GPUs
+        flat = [x for x in self.instances if x.pp == 1]
+        self.sharing = (flat if len(flat) > 1 and any(x.k_prefill or x.k_decode for x in flat)
+                        else [])
 
     # --- event queue ---------------------------------------------------------------------
     def _push(self, time: float, kind: int, a, b=None) -> None:
@@ -174,7 +189,7 @@ class Simulator:
         deadlines = self.deadlines
         pop = heapq.heappop
         while heap and not self.stopped:
-            now, _, kind, a, b = pop(heap)
+            now, count, kind, a, b = pop(heap)
             if deadlines and deadlines[0][0] < now:
                 self._expire(now)
                 if self.stopped:
@@ -184,10 +199,15 @@ class Simulator:
                     self._push(trace.arrivals[a + 1], _ARRIVAL, a + 1)
                 self._arrive(a, now)
             elif kind == _STEP_DONE:
+                if a.done_id is not None and a.done_id != count:
+                    continue  # rescheduled: the step ran longer beside another's
                 self._step_done(a, b, now)
             elif kind == _STAGE_FREE:
                 a.stage_busy = False
                 self._try_start(a, now)
+            elif kind == _PULL_READY:
+                b.pull_queue.append(a)
+                self._try_start(b, now)
             else:
                 self._transfer_done(a, b, now)
         for inst in self.instances:
@@ -271,6 +291,8 @@ class Simulator:
         """Start the next step if stage 0 is free (the runtime's rule)."""
         if inst.stage_busy:
             return
+        if inst.pull_queue:
+            self._run_pulls(inst, now)
         sched = inst.sched
         if inst.is_prefill:  # PrefillScheduler.schedule is its prefill step
             out = sched.schedule_prefill(now)
@@ -326,7 +348,10 @@ class Simulator:
             inst.num_decoding += 1
         free = inst.stage_free
         # the runtime's own cost of the step comes first, in stage 0's slot
-        t = max(now, free[0]) + overhead + stage
+        begin = max(now, free[0])  # after any KV pulls queued before it
+        t = begin + overhead + stage
+        if self.sharing and pp == 1:
+            t = self._share(inst, out, begin, t)
         free[0] = t
         for s in range(1, pp):
             t = max(t, free[s]) + stage
@@ -337,6 +362,44 @@ class Simulator:
         if pp > 1:
             self._push(free[0], _STAGE_FREE, inst)
         self._push(t, _STEP_DONE, inst, out)
+        if self.sharing and pp == 1:
+            inst.done_id = self.counter
+
+    def _share(self, inst: _Instance, out, begin: float, end: float) -> float:
+        """A step of ``inst`` runs over ``[begin, end]`` beside the steps other instances
+        have in flight: each lengthens by its kind's ``interference`` times the time the
+        two overlap (the new one now; one in flight by rescheduling its end, and what is
+        queued behind it). Returns the new step's end."""
+        prefill = out.__class__ is SchedulerOutput and out.phase is Phase.PREFILL
+        k = inst.k_prefill if prefill else inst.k_decode
+        extra = 0.0
+        for other in self.sharing:
+            if other is inst or not other.num_in_flight or other.run_end <= begin:
+                continue
+            overlap = min(other.run_end, end) - max(other.run_begin, begin)
+            if overlap <= 0:
+                continue
+            extra += k * overlap
+            if other.run_k:
+                longer = other.run_k * overlap
+                other.run_end += longer
+                other.stage_free[0] += longer
+                self._push(other.run_end, _STEP_DONE, other, other.run_out)
+                other.done_id = self.counter
+        end += extra
+        inst.run_begin, inst.run_end, inst.run_k, inst.run_out = begin, end, k, out
+        return end
+
+    def _run_pulls(self, inst: _Instance, now: float) -> None:
+        """Stage 0 is free: copy in the KV that arrived, one request after the other, before
+        the next step (a step sent now waits for them, as on the runtime's worker)."""
+        lat = inst.latency
+        t = max(now, inst.stage_free[0])
+        for seq in inst.pull_queue:
+            t += lat.pull_time(seq.num_prompt_tokens)
+            self._push(t, _TRANSFER_DONE, seq, inst)
+        inst.pull_queue.clear()
+        inst.stage_free[0] = t
 
     def _step_done(self, inst: _Instance, out, now: float) -> None:
         inst.num_in_flight -= 1
@@ -421,7 +484,10 @@ class Simulator:
                 for k in links:
                     free[k] = start + seconds
                 seconds += start - now
-            self._push(now + seconds, _TRANSFER_DONE, seq, decode)
+            if decode.pulls_cost:  # then the decode worker copies it in, between steps
+                self._push(now + seconds, _PULL_READY, seq, decode)
+            else:
+                self._push(now + seconds, _TRANSFER_DONE, seq, decode)
 
     def _transfer_done(self, seq: Sequence, decode: _Instance, now: float) -> None:
         prefill = self.source.pop(seq.seq_id, None)

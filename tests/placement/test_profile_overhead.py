@@ -17,13 +17,14 @@ from dsbox.bench.step_speed import predicted_ms
 from dsbox.cli import make_app
 from dsbox.client import open_engine
 from dsbox.config import get_model_spec
-from dsbox.metrics.steps import StepRecord
+from dsbox.metrics.steps import PullRecord, StepRecord
 from dsbox.placement import EngineLimits, SimTrace, StepOverhead, simulate
 from dsbox.placement.latency import InstanceLatency
 from dsbox.placement.overhead import (
     OverheadProbe,
     OverheadSample,
     fit_overhead,
+    fit_pull,
     send_bursts,
     send_lone_requests,
     step_samples,
@@ -33,7 +34,7 @@ from dsbox.placement.profile_source import load_profile
 
 PLACEMENT = "prefill:tp=1;decode:tp=1"
 HELD_OUT = OverheadProbe(PLACEMENT, prompt_lens=(96, 384), output_lens=(32,), repeats=3)
-HELD_OUT_BURST = OverheadProbe(PLACEMENT, prompt_lens=(48, 200, 400), burst=24, bursts=1,
+HELD_OUT_BURST = OverheadProbe(PLACEMENT, prompt_lens=(160,), burst=24, bursts=1,
                                burst_max_output=40)
 
 
@@ -79,9 +80,9 @@ def test_profile_overhead_makes_the_simulator_predict_this_runtime(tmp_path):
         with open_engine(model="opt-tiny", dummy_weights=True, device="cpu", num_threads=1,
                          placement=PLACEMENT) as client:
             measured = send_lone_requests(client, HELD_OUT)
-            loaded = send_bursts(client, HELD_OUT_BURST)
+            loaded, pulls = send_bursts(client, HELD_OUT_BURST)
         bare = dataclasses.replace(prof, prefill_overhead=StepOverhead(),
-                                   decode_overhead=StepOverhead())
+                                   decode_overhead=StepOverhead(), pull_overhead=StepOverhead())
         with_overhead, without = _error(prof, measured), _error(bare, measured)
         step_error = _step_error(prof, loaded)
         if with_overhead < 0.3 and with_overhead <= without + 0.02 and step_error < 0.3:
@@ -89,6 +90,10 @@ def test_profile_overhead_makes_the_simulator_predict_this_runtime(tmp_path):
     assert prof.provenance["step_overhead"]["placement"] == PLACEMENT
     assert len(prof.provenance["step_overhead"]["lone_requests"]) == 8
     assert prof.provenance["step_overhead"]["burst_steps"] > 0
+    # every request of the profile's bursts and of the held-out one had its KV pulled
+    assert prof.provenance["step_overhead"]["burst_pulls"] == 2 * OverheadProbe().burst
+    assert len(pulls) == HELD_OUT_BURST.burst
+    assert prof.pull_overhead.ms + prof.pull_overhead.ms_per_token * 160 > 0
     # the steps of a burst of new shapes, as the engine logged them, are predicted by the
     # profile's step model plus its overhead (median relative error of the whole step)
     assert {s.role for s in loaded} == {"prefill", "decode"}
@@ -124,6 +129,42 @@ def test_overhead_fit_is_least_squares_clamped_at_zero():
     assert (lone.ms, lone.ms_per_seq) == pytest.approx((1.5, 0.0))
 
 
+def test_overhead_fit_tells_interference_from_the_batch():
+    """Decode steps 0.5 ms + 0.04 ms per sequence, plus 0.25 ms per ms that another
+    instance's step overlapped them, in two bursts of short and long prompts: the fit
+    gives each term back. (Of one prompt length, context is a multiple of the batch and
+    the two terms cannot be told apart: why each burst has its own length.)"""
+    samples = [OverheadSample(ctx * n, n, 0.5 + 0.04 * n + 0.25 * o, 10.0, o)
+               for ctx in (40, 500) for n in (1, 4, 16, 64) for o in (0.0, 3.0, 8.0)]
+    got = fit_overhead(samples)
+    assert (got.ms, got.ms_per_token, got.ms_per_seq, got.interference) == pytest.approx(
+        (0.5, 0.0, 0.04, 0.25), abs=1e-9)
+    assert fit_overhead([OverheadSample(10, 1, 1.0, 5.0)]).interference == 0.0
+
+
+def test_pull_fit_is_a_constant_plus_a_cost_per_token():
+    pulls = [PullRecord(1, 0, n, 100 * n, 0.0, 1.0, 1.0 + (0.3 + 0.002 * n) * 1e-3)
+             for n in (16, 64, 256, 512)]
+    got = fit_pull(pulls)
+    assert (got.ms, got.ms_per_token) == pytest.approx((0.3, 0.002), rel=1e-6)
+    assert fit_pull([]) == StepOverhead()
+
+
+def test_step_samples_count_overlap_and_leave_out_pulls():
+    """A decode step (instance 1) from 10.000 to 10.020 s beside a prefill step (instance
+    0) from 10.005 to 10.030: 15 ms of overlap for each. A 2 ms KV pull on instance 1 inside
+    the decode step is taken off its overhead (the simulator charges pulls apart); a pull
+    is nothing to the prefill step."""
+    fit = StepFit((1.0, 0.0, 0.0), (2.0, 0.0, 0.0), (2.0, 0.0, 0.0), 4)
+    steps = [StepRecord(0, "prefill", True, 1, 100, 100, 10_000, 10.005, 10.030),
+             StepRecord(1, "decode", False, 2, 2, 300, 2, 10.000, 10.020)]
+    pulls = [PullRecord(1, 0, 100, 1000, 10.001, 10.002, 10.004)]
+    (pre,), (dec,) = step_samples(fit, steps, pulls)
+    assert pre.overlap_ms == pytest.approx(15.0) and dec.overlap_ms == pytest.approx(15.0)
+    assert pre.overhead_ms == pytest.approx(25.0 - 1.0)
+    assert dec.overhead_ms == pytest.approx(20.0 - 2.0 - 2.0)
+
+
 def test_step_samples_are_wall_time_minus_the_fit():
     fit = StepFit((1.0, 0.01, 0.0), (2.0, 0.0, 0.5), (2.0, 0.0, 0.5), 4)
     steps = [StepRecord(0, "colocated", True, 2, 300, 300, 50_000, 10.0, 10.010),
@@ -136,12 +177,16 @@ def test_step_samples_are_wall_time_minus_the_fit():
 
 
 def test_burst_requests_shrink_the_decode_batch_one_by_one():
-    probe = OverheadProbe(burst=16, burst_max_output=32)
+    probe = OverheadProbe(burst=16, burst_max_output=32, bursts=3)
     shapes = probe.burst_requests(max_len=2048)
     outputs = [o for _, o in shapes]
     assert len(shapes) == 16 and min(outputs) == 2 and max(outputs) == 32
     assert len(set(outputs)) == 16  # one request leaves the batch at a time
-    assert {p for p, _ in shapes} == set(probe.prompt_lens)
-    assert all(p + o <= 300 for p, o in probe.burst_requests(max_len=300))
+    # each burst one prompt length, from the shortest to the longest: the context per
+    # sequence differs between bursts, so a cost per sequence is not one per token
+    lens = sorted(probe.prompt_lens)
+    assert [{p for p, _ in probe.burst_requests(2048, b)} for b in range(3)] == [
+        {lens[0]}, {lens[round((len(lens) - 1) / 2)]}, {lens[-1]}]
+    assert all(p + o <= 300 for b in range(3) for p, o in probe.burst_requests(300, b))
     with pytest.raises(ValueError, match="burst"):
         OverheadProbe(burst=-1)

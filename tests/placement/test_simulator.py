@@ -220,3 +220,55 @@ def test_transfers_over_a_shared_link_take_turns(shared):
     assert b.transfer_end - b.transfer_start == pytest.approx(2 * one if shared else one)
     with pytest.raises(ValueError, match="links"):
         SimSetup(tuple(inst), KV_BYTES, ((bw,), (bw,)), (((1,), (2,)),))
+
+
+@pytest.mark.parametrize("fast", [True, False])
+def test_kv_pull_is_time_on_the_decode_instance(fast):
+    """With a KV pull cost (4 ms + 0.01 ms per prompt token), a lone request's KV arrives
+    that much after its prefill, and its first decode step starts only then; two prompts
+    prefilled together are copied in one after the other."""
+    pull = StepOverhead(4.0, 0.01)
+    prompt, output = 300, 6
+
+    def lifecycles(cost: StepOverhead, n: int):
+        lat = InstanceLatency(1, 1, FIT, pull_overhead=cost)
+        setup = SimSetup(tuple(SimInstance(r, lat, 4000) for r in ("prefill", "decode")),
+                         KV_BYTES, ((1e30,),))
+        trace = SimTrace((0.0,) * n, (prompt,) * n, (output,) * n)
+        return simulate(setup, trace, fast=fast).lifecycles
+
+    (free,), (paid,) = lifecycles(StepOverhead(), 1), lifecycles(pull, 1)
+    one = (4.0 + 0.01 * prompt) * 1e-3
+    assert paid.ttft == pytest.approx(free.ttft)
+    assert paid.transfer_end - paid.transfer_start == pytest.approx(one)
+    assert free.transfer_end == pytest.approx(free.transfer_start)
+    assert paid.finish - free.finish == pytest.approx(one)
+    a, b = lifecycles(pull, 2)
+    assert a.transfer_start == b.transfer_start
+    ends = sorted((a.transfer_end - a.transfer_start, b.transfer_end - b.transfer_start))
+    assert ends == pytest.approx([one, 2 * one])
+
+
+@pytest.mark.parametrize("fast", [True, False])
+def test_steps_side_by_side_lengthen_each_other(fast):
+    """Two colocated instances with an interference of 0.5 (a step runs 0.5 ms longer per
+    ms that a step of the other runs beside it): one request alone is not slowed; two
+    identical requests, one on each, run every step side by side, so each step takes 1.5
+    times as long (both the one in flight, rescheduled, and the one that starts beside it).
+    Without interference the two run as fast as one."""
+    prompt, output = 200, 5
+
+    def lifecycles(k: float, n: int):
+        over = StepOverhead(interference=k)
+        inst = SimInstance("colocated", InstanceLatency(1, 1, FIT, over, over), 4000)
+        trace = SimTrace((0.0,) * n, (prompt,) * n, (output,) * n)
+        return simulate(SimSetup((inst, inst)), trace, fast=fast).lifecycles
+
+    (alone,) = lifecycles(0.0, 1)
+    (alone_k,) = lifecycles(0.5, 1)
+    assert alone_k.token_times == pytest.approx(alone.token_times)
+    for lc in lifecycles(0.0, 2):
+        assert lc.token_times == pytest.approx(alone.token_times)
+    for lc in lifecycles(0.5, 2):
+        assert lc.ttft == pytest.approx(1.5 * alone.ttft, rel=1e-9)
+        assert lc.finish == pytest.approx(1.5 * alone.finish, rel=1e-9)
