@@ -9,8 +9,8 @@ Two simulated columns are reported:
 - ``sim``: the profile as ``dsbox profile`` writes it: the model's step times and the
   runtime's own cost per prefill and per decode step, measured by ``dsbox profile`` on the
   running engine (``step_overhead``);
-- ``sim, no overhead`` (a comparison): the same profile with both overheads set to 0, the
-  idealised runtime.
+- ``sim, no overhead`` (a comparison): the same profile with every overhead (prefill,
+  decode, KV pull) set to 0, the idealised runtime.
 
     python benchmarks/real_vs_sim.py --profile profiles/cpu/opt-tiny.json --out bench-out \\
         [--model opt-tiny] [--workload humaneval] [--rates 2,4,8,12] [--num-requests 40] \\

@@ -12,8 +12,9 @@ the last ``STEP_LOG_SIZE`` in a :class:`~dsbox.metrics.cursor_log.CursorLog`
 A KV pull is work on its decode instance too: the decode worker copies the request's KV
 between its steps, in the order the commands came, so a step sent after a pull waits for it.
 A :class:`PullRecord` holds when the decode workers began and ended the copy (the earliest
-start and latest end over their TP/PP ranks); ``dsbox profile`` fits the cost of a pull per
-KV byte from them, and the simulator charges it to the decode instance.
+start and latest end over their TP/PP ranks) and the bytes they copied; ``dsbox profile``
+fits a pull's cost per prompt token from them (``Engine.pulls_since``), and the simulator
+charges it to the decode instance.
 """
 
 from __future__ import annotations

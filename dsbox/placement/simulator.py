@@ -16,6 +16,18 @@ those links), then ``mark_pulled`` on the decode side and ``release`` on the pre
 Decode steps follow until ``max_tokens``. Requests arriving at the same instant are all
 queued before any step starts, as the runtime queues a batch it receives at once.
 
+Where the profile has a KV pull cost (``kv_pull``, measured on the runtime's decode
+workers), the KV that reached a decode instance is then copied in by the instance itself:
+in stage 0's slot, after the step in flight and before the next one, one request after the
+other (the runtime's worker takes its commands in order, so a step sent after a pull waits
+for it, and the pulled sequence joins the step after). With no pull cost the sequence is
+pulled as its transfer ends.
+
+Instances sharing a machine's cores (a CPU box: the profile's ``interference``, 0 on GPUs)
+slow each other: when a step of a PP-1 instance starts while another instance's step is in
+flight, each runs ``interference`` (of its own step kind) times their overlap longer, the
+one in flight by moving its end (its earlier ``STEP_DONE`` is then skipped).
+
 Pipeline parallelism follows the runtime (``Instance.submit_steps``): an instance submits
 its next step whenever its first stage is free, so several steps (micro-batches) are in
 flight; each is the output of ``schedule(now, busy, cap)`` with ``busy`` the sequences of
