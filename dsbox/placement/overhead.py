@@ -26,9 +26,10 @@ the engine client under a serving placement and sent two kinds of load:
   the engine's thread, in series with the model (on the project's 2-core CPU box about
   0.03 ms per sequence per step in the in-process engine, and 0.1 ms through worker
   processes). Nor can it show what instances sharing a machine cost each other: with a
-  prefill and a decode worker and the engine on 2 cores, a decode step ran about 0.25 ms
-  longer per ms of prefill beside it. Each burst step records how long steps of other
-  instances overlapped it, and the fit gives that a coefficient (``interference``).
+  prefill and a decode worker and the engine on 2 cores, the step log of a 24 req/s run
+  showed a decode step about 0.25 ms longer per ms of prefill beside it (the bursts' fits
+  have given 0.02-0.26). Each burst step records how long steps of other instances
+  overlapped it, and the fit gives that a coefficient (``interference``).
 
 Each kind is fitted as ``ms + ms_per_token * context + ms_per_seq * sequences +
 interference * overlap`` over both sample sets by least squares on the relative error of
@@ -37,7 +38,7 @@ Prefill and decode overheads differ (a prefill step's output crosses to the deco
 a decode step's does not), so the profile keeps one of each
 (:class:`~dsbox.placement.profile.StepOverhead`), and a third for the KV pull: the decode
 workers time every copy (:class:`~dsbox.metrics.steps.PullRecord`), fitted as ``ms +
-ms_per_token * prompt tokens`` (about 0.3 ms + 0.001 ms per token on the CPU box).
+ms_per_token * prompt tokens`` (on the CPU box 0.04-0.4 ms plus 0.0003-0.001 ms per token).
 """
 
 from __future__ import annotations

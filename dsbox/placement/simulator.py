@@ -82,7 +82,7 @@ class _Instance:
 
     __slots__ = ("index", "spec", "sched", "latency", "decode_latency", "pp", "stage_busy",
                  "num_in_flight", "num_decoding", "busy_ids", "stage_free", "lazy",
-                 "role_index", "is_prefill", "is_decode", "pull_queue", "pulls_cost",
+                 "role_index", "is_prefill", "is_decode", "pull_queue", "pays_pulls",
                  "done_id", "run_begin", "run_end", "run_k", "run_out", "k_prefill",
                  "k_decode")
 
@@ -110,7 +110,7 @@ class _Instance:
         self.is_prefill = spec.role == "prefill"
         self.is_decode = spec.role == "decode"
         self.pull_queue: list[Sequence] = []  # KV here, waiting for stage 0 to copy it in
-        self.pulls_cost = self.is_decode and bool(spec.latency.pull_overhead.ms
+        self.pays_pulls = self.is_decode and bool(spec.latency.pull_overhead.ms
                                                   or spec.latency.pull_overhead.ms_per_token)
         # interference (pp 1 only): the step in flight, its run and its STEP_DONE event
         self.k_prefill = spec.latency.prefill_overhead.interference
@@ -496,7 +496,7 @@ class Simulator:
                 for k in links:
                     free[k] = start + seconds
                 seconds += start - now
-            if decode.pulls_cost:  # then the decode worker copies it in, between steps
+            if decode.pays_pulls:  # then the decode worker copies it in, between steps
                 self._push(now + seconds, _PULL_READY, seq, decode)
             else:
                 self._push(now + seconds, _TRANSFER_DONE, seq, decode)
