@@ -4,9 +4,9 @@ Each request is submitted at its arrival time (the submitting thread sleeps unti
 ``arrival=`` that time, so a submission that runs late never hides queueing: TTFT counts from
 when the request was due. Prompts are tokenized before the run starts, ``max_tokens`` is the
 request's output length and EOS is ignored, so every request generates exactly its length.
-The records are read from the client's finished-request log, and the steps the engine
-ran meanwhile from its step log (``last_steps``: how fast the machine ran, against a
-profile, :mod:`dsbox.bench.step_speed`).
+The records are read from the client's finished-request log, and the steps and KV pulls
+the engine ran meanwhile from its step and pull logs (``last_steps``, ``last_pulls``: how
+fast the machine ran, against a profile, :mod:`dsbox.bench.step_speed`).
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ from dsbox.client import EngineClient
 from dsbox.engine.core.request_output import RequestOutput
 from dsbox.engine.core.sampling_params import SamplingParams
 from dsbox.metrics.records import RequestRecord
-from dsbox.metrics.steps import StepRecord
+from dsbox.metrics.steps import PullRecord, StepRecord
 from dsbox.workloads import Trace
 
 LEAD_S = 0.05        # the first arrival is this far after the run starts
@@ -40,6 +40,7 @@ class EngineTarget:
         self.num_gpus = client.placement.num_devices
         self._cursor = client.finished_since(0)[1]
         self.last_steps: list[StepRecord] = []  # what the engine logged during the last run
+        self.last_pulls: list[PullRecord] = []
         # instance id -> TP of the instances whose steps compare with a profile's (PP 1)
         self.tp_of = {i.instance_id: i.tp for i in client.stats().instances if i.pp == 1}
 
@@ -72,6 +73,7 @@ class EngineTarget:
 
         index: dict[int, int] = {}
         _, step_cursor = client.steps_since(0)
+        _, pull_cursor = client.pulls_since(0)
         start = time.monotonic() + LEAD_S
         for i, (prompt, sp) in enumerate(zip(prompts, params, strict=True)):
             due = start + trace.arrivals[i]
@@ -87,6 +89,7 @@ class EngineTarget:
                 break
         records, self._cursor = client.finished_since(self._cursor)
         self.last_steps, _ = client.steps_since(step_cursor)
+        self.last_pulls, _ = client.pulls_since(pull_cursor)
         out: list[RequestRecord | None] = [None] * n
         for rec in records:
             i = index.get(rec.request_id)

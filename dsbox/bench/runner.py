@@ -162,7 +162,7 @@ class BenchRunner:
         if not isinstance(target, EngineTarget) or self.plan.profile is None:
             return None
         return step_time_ratio(target.last_steps, target.tp_of, self.plan.profile,
-                               self.plan.engine_fit)
+                               self.plan.engine_fit, target.last_pulls)
 
     def run(self) -> BenchResult:
         plan = self.plan

@@ -5,10 +5,12 @@ time of the real run; a shared machine's speed drifts (on the project's 2-core C
 the same step's two-second median moved between 19 and 28 ms within minutes). To tell a
 simulator error from a machine that ran slower or faster than when it was profiled, a
 real run's every logged step (:class:`~dsbox.metrics.steps.StepRecord`, instances of PP
-1) is compared with what the profile predicts for it (the fit of its instance's TP plus
-the runtime overhead of its kind, as the simulator charges it): the median ratio of
-measured to predicted wall time. 1.2 means the engine's steps took 20% longer than the
-simulator's.
+1) is compared with what the profile predicts for it, as the simulator charges it: the fit
+of its instance's TP, the runtime overhead of its kind, and that kind's interference times
+the ms other instances' steps ran beside it. The KV pulls its worker ran inside the step's
+window are taken off the measured time (the simulator charges them apart, between steps;
+:mod:`dsbox.metrics.step_windows`). The figure is the median ratio of measured to
+predicted time: 1.2 means the engine's steps took 20% longer than the simulator's.
 """
 
 from __future__ import annotations
@@ -16,30 +18,38 @@ from __future__ import annotations
 import statistics
 from collections.abc import Sequence
 
-from dsbox.metrics.steps import StepRecord
+from dsbox.metrics.step_windows import step_windows
+from dsbox.metrics.steps import PullRecord, StepRecord
 from dsbox.placement.latency import InstanceLatency
 from dsbox.placement.profile import LatencyProfile
 
 
-def predicted_ms(lat: InstanceLatency, step: StepRecord) -> float:
-    """The profile's time for a logged step of a PP-1 instance, ms."""
+def predicted_ms(lat: InstanceLatency, step: StepRecord, overlap_ms: float = 0.0) -> float:
+    """The profile's time for a logged step of a PP-1 instance that other instances' steps
+    ran beside for ``overlap_ms``, ms."""
     if step.is_prefill:
         model = lat.prefill_time(step.num_tokens, step.sum_sq_tokens)
         over = lat.prefill_overhead_time(step.sum_context, step.num_seqs)
+        k = lat.prefill_overhead.interference
     else:
         model = lat.decode_time(step.num_seqs, step.sum_context)
         over = lat.decode_overhead_time(step.sum_context, step.num_seqs)
-    return (model + over) * 1e3
+        k = lat.decode_overhead.interference
+    return (model + over) * 1e3 + k * overlap_ms
 
 
 def step_time_ratio(steps: Sequence[StepRecord], tp_of: dict[int, int],
-                    profile: LatencyProfile, engine: str | None = None) -> float | None:
-    """Median measured / predicted wall time over ``steps`` of the instances in ``tp_of``
-    (instance id -> TP; PP-1 instances only) that the profile has a fit for; None without
-    any."""
+                    profile: LatencyProfile, engine: str | None = None,
+                    pulls: Sequence[PullRecord] = ()) -> float | None:
+    """Median measured / predicted time over ``steps`` of the instances in ``tp_of``
+    (instance id -> TP; PP-1 instances only) that the profile has a fit for, ``pulls``
+    being the run's KV pulls; None without any."""
     have = set(profile.tps(engine))
     lats = {i: InstanceLatency.from_profile(profile, tp, 1, engine)
             for i, tp in tp_of.items() if tp in have}
-    ratios = [s.wall_ms / p for s in steps if s.instance_id in lats
-              and (p := predicted_ms(lats[s.instance_id], s)) > 0]
+    windows = step_windows(steps, pulls)
+    ratios = [(s.wall_ms - pulled) / p
+              for s, over, pulled in zip(steps, windows.overlap_ms, windows.pulled_ms,
+                                         strict=True)
+              if s.instance_id in lats and (p := predicted_ms(lats[s.instance_id], s, over)) > 0]
     return statistics.median(ratios) if ratios else None

@@ -64,8 +64,7 @@ class InstanceLatency:
 
     def prefill_time(self, sum_len: int, sum_len_sq: int) -> float:
         """Whole-model time of one prefill batch (all stages), seconds."""
-        a, b, c = self.fit.prefill
-        return (a + b * sum_len + c * sum_len_sq) * 1e-3
+        return self.fit.prefill_batch_ms(sum_len, sum_len_sq) * 1e-3
 
     def prefill_stage_time(self, sum_len: int, sum_len_sq: int) -> float:
         """Time one pipeline stage is busy with a prefill batch, seconds."""

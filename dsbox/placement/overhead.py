@@ -49,6 +49,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from dsbox.metrics.step_windows import step_windows
 from dsbox.metrics.steps import PullRecord, StepRecord
 from dsbox.placement.fitting import nonnegative_lstsq
 from dsbox.placement.profile import StepFit, StepOverhead
@@ -170,16 +171,6 @@ def fit_pull(pulls: Sequence[PullRecord]) -> StepOverhead:
     return StepOverhead(a, b)
 
 
-def _overlaps_ms(starts: np.ndarray, ends: np.ndarray, other_starts: np.ndarray,
-                 other_ends: np.ndarray) -> np.ndarray:
-    """For each window ``[starts[i], ends[i]]``: the ms the other windows cover of it."""
-    if not len(other_starts) or not len(starts):
-        return np.zeros(len(starts))
-    lo = np.maximum(starts[:, None], other_starts[None, :])
-    hi = np.minimum(ends[:, None], other_ends[None, :])
-    return np.clip(hi - lo, 0.0, None).sum(axis=1) * 1e3
-
-
 def overhead_samples(fit: StepFit, requests: Sequence[LoneRequest]
                      ) -> tuple[list[OverheadSample], list[OverheadSample]]:
     """(prefill, decode) samples of lone requests: one sequence each."""
@@ -199,24 +190,12 @@ def step_samples(fit: StepFit, steps: Sequence[StepRecord], pulls: Sequence[Pull
     """(prefill, decode) samples of logged steps: wall time minus the fit's model time and
     minus the KV pulls its worker ran inside the step's window (the simulator charges those
     apart), with the ms that other instances' steps overlapped it."""
-    a, b, c = fit.prefill
     prefill, decode = [], []
-    starts = np.array([st.start for st in steps], dtype=np.float64)
-    ends = np.array([st.end for st in steps], dtype=np.float64)
-    owner = np.array([st.instance_id for st in steps])
-    overlap = np.zeros(len(steps))
-    pulled = np.zeros(len(steps))
-    for inst in set(owner.tolist()):
-        mine, others = owner == inst, owner != inst
-        overlap[mine] = _overlaps_ms(starts[mine], ends[mine], starts[others], ends[others])
-        own = [p for p in pulls if p.instance_id == inst]
-        pulled[mine] = _overlaps_ms(starts[mine], ends[mine],
-                                    np.array([p.start for p in own], dtype=np.float64),
-                                    np.array([p.end for p in own], dtype=np.float64))
-    for st, over, pull_ms in zip(steps, overlap.tolist(), pulled.tolist(), strict=True):
+    windows = step_windows(steps, pulls)
+    for st, over, pull_ms in zip(steps, windows.overlap_ms, windows.pulled_ms, strict=True):
         wall = st.wall_ms
         if st.is_prefill:
-            model = a + b * st.num_tokens + c * st.sum_sq_tokens
+            model = fit.prefill_batch_ms(st.num_tokens, st.sum_sq_tokens)
             prefill.append(OverheadSample(st.sum_context, st.num_seqs, wall - model - pull_ms,
                                           wall, over))
         else:

@@ -82,8 +82,13 @@ class StepFit:
             raise ValueError(f"decode_threshold must be >= 1, got {self.decode_threshold}")
 
     def prefill_ms(self, lengths) -> float:
+        return self.prefill_batch_ms(sum(lengths), sum(x * x for x in lengths))
+
+    def prefill_batch_ms(self, sum_len: int, sum_len_sq: int) -> float:
+        """One prefill batch of ``sum_len`` tokens whose lengths' squares sum to
+        ``sum_len_sq``."""
         a, b, c = self.prefill
-        return a + b * sum(lengths) + c * sum(x * x for x in lengths)
+        return a + b * sum_len + c * sum_len_sq
 
     def decode_ms(self, batch_size: int, sum_context: int) -> float:
         a, b, c = self.decode_small if batch_size < self.decode_threshold else self.decode_large

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from dsbox.bench.step_speed import predicted_ms, step_time_ratio
-from dsbox.metrics.steps import StepRecord
+from dsbox.metrics.steps import PullRecord, StepRecord
 from dsbox.placement.latency import InstanceLatency
 from dsbox.placement.profile import LatencyProfile, StepFit, StepOverhead
 
@@ -44,3 +44,20 @@ def test_ratio_is_the_median_over_the_steps_the_profile_can_predict():
     assert step_time_ratio(steps, {0: 1, 1: 4}, PROFILE) == pytest.approx(1.5)
     assert step_time_ratio(steps[-2:], {0: 1, 1: 4}, PROFILE) is None
     assert step_time_ratio([], {0: 1}, PROFILE) is None
+
+
+def test_interference_beside_and_pulls_inside_a_step_count_as_the_simulator_charges_them():
+    """Instance 1 (decode, interference 0.1) runs a 20 ms step while instance 0's 10 ms
+    prefill runs beside it, and copies in 2 ms of KV inside it: predicted is the fit,
+    the overhead and 0.1 x 10 ms; measured loses the pull."""
+    profile = LatencyProfile("opt-tiny", "cpu", {"dsbox": {1: FIT}}, "dsbox",
+                             prefill_overhead=StepOverhead(0.5),
+                             decode_overhead=StepOverhead(0.2, 0.0, 0.05, 0.1))
+    lat = InstanceLatency.from_profile(profile, 1, 1)
+    dec = StepRecord(1, "decode", False, 10, 10, 3000, 10, 100.0, 100.020)
+    pre = StepRecord(0, "prefill", True, 1, 128, 128, 128**2, 100.005, 100.015)
+    assert predicted_ms(lat, dec, 10.0) == pytest.approx(predicted_ms(lat, dec) + 1.0)
+    pull = PullRecord(1, 0, 128, 1000, 100.0, 100.001, 100.003)
+    want = (20.0 - 2.0) / predicted_ms(lat, dec, 10.0)
+    assert step_time_ratio([dec, pre], {1: 1}, profile, pulls=[pull]) == pytest.approx(want)
+    assert step_time_ratio([dec], {1: 1}, profile) == pytest.approx(20.0 / predicted_ms(lat, dec))

@@ -17,6 +17,7 @@ from dsbox.bench.step_speed import predicted_ms
 from dsbox.cli import make_app
 from dsbox.client import open_engine
 from dsbox.config import get_model_spec
+from dsbox.metrics.step_windows import step_windows
 from dsbox.metrics.steps import PullRecord, StepRecord
 from dsbox.placement import EngineLimits, SimTrace, StepOverhead, simulate
 from dsbox.placement.latency import InstanceLatency
@@ -64,10 +65,14 @@ def _error(profile, measured) -> float:
     return sum(errors) / len(errors)
 
 
-def _step_error(profile, steps) -> float:
-    """Median relative error of (fit + overhead) against each logged step's wall time."""
+def _step_error(profile, steps, pulls) -> float:
+    """Median relative error of what the simulator charges for each logged step (fit,
+    overhead and interference) against its wall time less the KV pulls inside it."""
     lat = InstanceLatency.from_profile(profile, 1, 1)
-    return statistics.median(abs(predicted_ms(lat, s) - s.wall_ms) / s.wall_ms for s in steps)
+    windows = step_windows(steps, pulls)
+    return statistics.median(
+        abs(predicted_ms(lat, s, over) - (s.wall_ms - pulled)) / (s.wall_ms - pulled)
+        for s, over, pulled in zip(steps, windows.overlap_ms, windows.pulled_ms, strict=True))
 
 
 def test_profile_overhead_makes_the_simulator_predict_this_runtime(tmp_path):
@@ -84,7 +89,7 @@ def test_profile_overhead_makes_the_simulator_predict_this_runtime(tmp_path):
         bare = dataclasses.replace(prof, prefill_overhead=StepOverhead(),
                                    decode_overhead=StepOverhead(), pull_overhead=StepOverhead())
         with_overhead, without = _error(prof, measured), _error(bare, measured)
-        step_error = _step_error(prof, loaded)
+        step_error = _step_error(prof, loaded, pulls)
         if with_overhead < 0.3 and with_overhead <= without + 0.02 and step_error < 0.3:
             break
     assert prof.provenance["step_overhead"]["placement"] == PLACEMENT
