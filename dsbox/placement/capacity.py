@@ -7,13 +7,16 @@ ones are simulated first, which lets the rest stop after one probe.
 - Prefill instance: ``pp`` batches in flight, one request per ``prefill_time(l)``; with a
   TTFT target, the M/D/1 load at which the mean TTFT reaches it.
 - Decode instance: the largest batch whose step time stays within the TPOT target (and
-  fits the KV pool and the batch cap), producing ``B / step_time`` tokens per second.
+  fits the KV pool and the batch cap), producing ``B / step_time`` tokens per second, less
+  the time its first stage spends copying in each request's KV (the profile's KV pull,
+  which the simulator runs between steps).
 - Colocated instance: the two combined harmonically (it does both jobs).
 
 :func:`rate_upper_bound` is different: a true upper bound on the rate a setup can serve
 whatever the SLO. A step takes at least the sum of its sequences' marginal costs (the fit
 without its intercept; for decode the smaller of the two coefficient sets'), the ``pp``
-stages of an instance work at once, and KV over the network takes the node links' time
+stages of an instance work at once (but a decode instance's KV pulls all take its first
+stage), and KV over the network takes the node links' time
 (:func:`network_rate_bound`). The goodput search never probes above it, and a
 configuration whose bound cannot beat the best found so far is not simulated at all.
 """
@@ -61,7 +64,8 @@ def decode_rate(inst: SimInstance, sample: RequestSample, slo: SLO | None) -> fl
         if slo is not None and step > slo.tpot and batch > 1:
             break
         best = max(best, batch / step)
-    return best / tokens_per_request
+    rate = best / tokens_per_request
+    return rate / (1.0 + rate * pull_ms(inst, sample) * 1e-3)
 
 
 def instance_rate(inst: SimInstance, sample: RequestSample, slo: SLO | None) -> float:
@@ -112,8 +116,14 @@ def decode_work_ms(inst: SimInstance, sample: RequestSample) -> float:
     return b * ctx_sum + c * steps
 
 
-def _bound(work_ms: float, pp: int) -> float:
-    return pp * 1e3 / work_ms if work_ms > 0 else math.inf
+def pull_ms(inst: SimInstance, sample: RequestSample) -> float:
+    """Mean time (ms) a decode instance's first stage copies in one request's KV."""
+    return inst.latency.pull_time(sample.mean_prompt) * 1e3 if inst.role == "decode" else 0.0
+
+
+def _bound(work_ms: float, pp: int, stage0_ms: float = 0.0) -> float:
+    per_request = work_ms / pp + stage0_ms
+    return 1e3 / per_request if per_request > 0 else math.inf
 
 
 def rate_upper_bound(setup: SimSetup, sample: RequestSample) -> float:
@@ -124,7 +134,7 @@ def rate_upper_bound(setup: SimSetup, sample: RequestSample) -> float:
         if inst.role == "prefill":
             totals["prefill"] += _bound(prefill_work_ms(inst, sample), pp)
         elif inst.role == "decode":
-            totals["decode"] += _bound(decode_work_ms(inst, sample), pp)
+            totals["decode"] += _bound(decode_work_ms(inst, sample), pp, pull_ms(inst, sample))
         else:
             totals["colocated"] += _bound(prefill_work_ms(inst, sample)
                                           + decode_work_ms(inst, sample), pp)

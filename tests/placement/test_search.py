@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 
 from dsbox.config.model_spec import get_model_spec
@@ -9,11 +11,12 @@ from dsbox.config.placement import InstanceSpec, Placement, layer_nodes
 from dsbox.config.slo import SLO
 from dsbox.placement.alg_high import phase_floor, plan_high, replicas
 from dsbox.placement.alg_low import enumerate_units, plan_low
-from dsbox.placement.capacity import rate_upper_bound
+from dsbox.placement.capacity import rate_upper_bound, setup_rate
 from dsbox.placement.cluster import ClusterSpec
 from dsbox.placement.goodput import SearchSettings
 from dsbox.placement.layout import first_fit
 from dsbox.placement.plan import make_context, plan_search
+from dsbox.placement.profile import StepOverhead
 from dsbox.placement.profile_source import load_profile
 from dsbox.placement.sim_setup import build_setup
 from dsbox.placement.simulator import simulate
@@ -185,6 +188,24 @@ def test_rate_upper_bound_is_an_upper_bound(text, gbps):
     measured = _throughput(setup, 3 * bound)
     assert measured <= bound * 1.02
     assert measured >= 0.3 * bound  # and it is not a vacuous bound
+
+
+@pytest.mark.parametrize("text", ["prefill:tp=2*2;decode:tp=1",
+                                  "prefill:tp=1*2;decode:tp=2,pp=2"])
+def test_rate_upper_bound_counts_the_kv_pulls_on_the_first_decode_stage(text):
+    """With a 200 ms KV pull per request (all on the decode instance's first stage, however
+    many stages it has) one decode instance cannot take 1000 / 200 requests per second; the
+    bound says so, and the simulator stays under it."""
+    spec = get_model_spec("opt-13b")
+    profile = dataclasses.replace(load_profile("a100-80g", "opt-13b"),
+                                  pull_overhead=StepOverhead(200.0))
+    setup = build_setup(Placement.parse(text), spec, profile, ClusterSpec(2, 4))
+    sample = sample_requests(SHAREGPT_LIKE, 400, seed=3)
+    bound = rate_upper_bound(setup, sample)
+    assert bound < 1e3 / 200.0
+    assert setup_rate(setup, sample, None) <= bound * 1.0001
+    measured = _throughput(setup, 3 * bound)
+    assert 0.3 * bound <= measured <= bound * 1.02
 
 
 def test_phase_floor_is_the_harmonic_bound():
