@@ -11,6 +11,7 @@ import math
 from rich.console import Console
 from rich.table import Table
 
+from dsbox.bench.goodput import GoodputResult
 from dsbox.bench.results import BenchResult, BenchRun
 from dsbox.metrics.report import Distribution, MetricsReport, StageMeans
 
@@ -121,10 +122,20 @@ def goodput_table(result: BenchResult) -> Table | None:
                 "probes"):
         table.add_column(col, justify="right")
     for g in result.goodputs:
-        table.add_row(g.target, g.placement or "endpoint", str(g.num_gpus), f"{g.goodput:.3g}",
-                      f"{g.goodput_per_gpu:.3g}",
+        at_least = ">= " if _unbracketed(g) else ""
+        table.add_row(g.target, g.placement or "endpoint", str(g.num_gpus),
+                      f"{at_least}{g.goodput:.3g}", f"{at_least}{g.goodput_per_gpu:.3g}",
                       "-" if g.upper is None else f"{g.upper:.3g}", str(len(g.probes)))
+    if any(_unbracketed(g) for g in result.goodputs):
+        table.caption = ("'>=': every rate tried met the target, so the goodput is higher "
+                         "still; --goodput-probes N runs more rates to find where it fails")
+        table.caption_justify = "left"
     return table
+
+
+def _unbracketed(g: GoodputResult) -> bool:
+    """No rate tried failed the attainment target: the goodput is only a lower bound."""
+    return g.upper is None and g.goodput > 0
 
 
 def verdicts(result: BenchResult) -> list[str]:
@@ -141,8 +152,9 @@ def verdicts(result: BenchResult) -> list[str]:
             ratio = f"{best.goodput_per_gpu / second.goodput_per_gpu:.2f}x {second.placement}"
         else:
             ratio = f"{second.placement} meets the SLO at no rate tried"
-        lines.append(f"best ({kind}): {best.placement} at {best.goodput_per_gpu:.3g} req/s per "
-                     f"GPU ({ratio})")
+        at = ">= " if _unbracketed(best) else ""
+        lines.append(f"best ({kind}): {best.placement} at {at}{best.goodput_per_gpu:.3g} "
+                     f"req/s per GPU ({ratio})")
     return lines
 
 
