@@ -83,6 +83,7 @@ class BenchResult:
     goodputs: list[GoodputResult] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
     profile: str | None = None   # the simulator's profile (file or built-in name)
+    interrupted: bool = False    # stopped by Ctrl-C: the runs that finished before it
 
     def series(self) -> list[tuple[str, str]]:
         """(target, placement) pairs in the order they first ran."""
@@ -121,6 +122,7 @@ class BenchResult:
             "goodput_per_gpu": [g.to_dict() for g in self.goodputs],
             "real_vs_simulated": self.real_vs_simulated(),
             "notes": list(self.notes),
+            "interrupted": self.interrupted,
         }
 
     def write_json(self, path: Path) -> None:

@@ -154,6 +154,8 @@ class BenchRunner:
             raise
         run = BenchRun(target.kind, target.placement, target.num_gpus, rate, records,
                        self.plan.slo, self._step_speed(target))
+        if not probe:  # kept before it is shown: a Ctrl-C once it is on screen keeps it
+            self.result.runs.append(run)
         self.progress.end_run(run, probe)
         return run
 
@@ -168,9 +170,17 @@ class BenchRunner:
         plan = self.plan
         self.result = result = BenchResult(
             plan.spec.name, "", plan.slo, 0, 0, plan.slo_scales, profile=plan.profile_name)
-        for placement in plan.placements:
-            self._run_placement(placement, result)
+        try:
+            for placement in plan.placements:
+                self._run_placement(placement, result)
+        finally:  # an interrupted bench keeps what it measured, described as a whole one
+            self._describe_workload(result)
+        return result
+
+    def _describe_workload(self, result: BenchResult) -> None:
         workload = self._workload
+        if workload is None:
+            return
         result.workload = workload.name
         result.num_requests = (len(workload.recorded) if workload.recorded is not None
                                else workload.num_requests)
@@ -178,7 +188,6 @@ class BenchRunner:
         if workload.num_left_out:
             result.notes.append(f"{workload.num_left_out} of the workload's requests are longer "
                                 "than the model's context and were left out of the draw")
-        return result
 
     def _run_placement(self, placement: BenchPlacement, result: BenchResult) -> None:
         plan = self.plan
@@ -198,7 +207,7 @@ class BenchRunner:
             for rate in plan.rates or (None,):
                 for target in targets:
                     label = run_label(target.kind, target.placement, rate)
-                    result.runs.append(self._replay(target, rate, label))
+                    self._replay(target, rate, label)
             if plan.rates:
                 for target in targets:
                     result.goodputs.append(self._goodput(target, result))

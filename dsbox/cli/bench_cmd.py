@@ -219,12 +219,23 @@ def bench(
         err.print(f"  {p.text}: {p.rule}")
     columns = (SpinnerColumn(), TextColumn("{task.description}"), BarColumn(),
                MofNCompleteColumn(), TimeElapsedColumn())
+    runner = None
     try:
         with user_errors(), Progress(*columns, console=err, transient=True) as bars:
             runner = BenchRunner(plan, load, RichProgress(bars, out))
             result = runner.run()
     except MissingDataPackageError as exc:
         raise fail(str(exc)) from None
+    except KeyboardInterrupt:
+        # Ctrl-C: the runs that finished are reported and written as usual, then exit 130
+        result = runner.result if runner is not None else None
+        if result is None or not result.runs:
+            raise
+        result.interrupted = True
+        err.print(f"[yellow]interrupted[/] after {len(result.runs)} runs: the summary, "
+                  "--json and --plots hold those")
+        result.notes.append("interrupted (Ctrl-C): only the runs that finished are here; "
+                            "a goodput search in progress is left out")
     if prof is not None:
         result.notes.append(_profile_note(prof, where, prof.engine(engine_fit)))
     from dsbox.bench.summary import print_summary
@@ -238,6 +249,8 @@ def bench(
 
         for path in write_plots(result, plots):
             out.print(f"wrote {path}")
+    if result.interrupted:
+        raise typer.Exit(130)
 
 
 def _profile_note(prof, where: str, fit: str) -> str:
