@@ -232,8 +232,9 @@ def bench(
         if result is None or not result.runs:
             raise
         result.interrupted = True
-        err.print(f"[yellow]interrupted[/] after {len(result.runs)} runs: the summary, "
-                  "--json and --plots hold those")
+        n = len(result.runs)
+        err.print(f"[yellow]interrupted[/] after {n} run{'s' * (n != 1)}: the summary, "
+                  "--json and --plots hold what finished")
         result.notes.append("interrupted (Ctrl-C): only the runs that finished are here; "
                             "a goodput search in progress is left out")
     if prof is not None:
