@@ -38,6 +38,18 @@ def predicted_ms(lat: InstanceLatency, step: StepRecord, overlap_ms: float = 0.0
     return (model + over) * 1e3 + k * overlap_ms
 
 
+def measured_and_predicted(steps: Sequence[StepRecord], lats: dict[int, InstanceLatency],
+                           pulls: Sequence[PullRecord] = ()) -> list[tuple[float, float]]:
+    """(measured, predicted) ms of each of ``steps`` whose instance is in ``lats`` (instance
+    id -> its latency model, PP 1): wall time less the KV pulls inside it, and what the
+    simulator charges (see the module docstring). ``pulls``: the run's KV pulls."""
+    windows = step_windows(steps, pulls)
+    return [(s.wall_ms - pulled, predicted_ms(lats[s.instance_id], s, over))
+            for s, over, pulled in zip(steps, windows.overlap_ms, windows.pulled_ms,
+                                       strict=True)
+            if s.instance_id in lats]
+
+
 def step_time_ratio(steps: Sequence[StepRecord], tp_of: dict[int, int],
                     profile: LatencyProfile, engine: str | None = None,
                     pulls: Sequence[PullRecord] = ()) -> float | None:
@@ -47,9 +59,5 @@ def step_time_ratio(steps: Sequence[StepRecord], tp_of: dict[int, int],
     have = set(profile.tps(engine))
     lats = {i: InstanceLatency.from_profile(profile, tp, 1, engine)
             for i, tp in tp_of.items() if tp in have}
-    windows = step_windows(steps, pulls)
-    ratios = [(s.wall_ms - pulled) / p
-              for s, over, pulled in zip(steps, windows.overlap_ms, windows.pulled_ms,
-                                         strict=True)
-              if s.instance_id in lats and (p := predicted_ms(lats[s.instance_id], s, over)) > 0]
+    ratios = [m / p for m, p in measured_and_predicted(steps, lats, pulls) if p > 0]
     return statistics.median(ratios) if ratios else None

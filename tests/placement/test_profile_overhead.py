@@ -13,11 +13,10 @@ import pytest
 from typer.testing import CliRunner
 
 from dsbox.bench.sim_target import sim_setup
-from dsbox.bench.step_speed import predicted_ms
+from dsbox.bench.step_speed import measured_and_predicted
 from dsbox.cli import make_app
 from dsbox.client import open_engine
 from dsbox.config import get_model_spec
-from dsbox.metrics.step_windows import step_windows
 from dsbox.metrics.steps import PullRecord, StepRecord
 from dsbox.placement import EngineLimits, SimTrace, StepOverhead, simulate
 from dsbox.placement.latency import InstanceLatency
@@ -69,10 +68,8 @@ def _step_error(profile, steps, pulls) -> float:
     """Median relative error of what the simulator charges for each logged step (fit,
     overhead and interference) against its wall time less the KV pulls inside it."""
     lat = InstanceLatency.from_profile(profile, 1, 1)
-    windows = step_windows(steps, pulls)
-    return statistics.median(
-        abs(predicted_ms(lat, s, over) - (s.wall_ms - pulled)) / (s.wall_ms - pulled)
-        for s, over, pulled in zip(steps, windows.overlap_ms, windows.pulled_ms, strict=True))
+    lats = {s.instance_id: lat for s in steps}
+    return statistics.median(abs(p - m) / m for m, p in measured_and_predicted(steps, lats, pulls))
 
 
 def test_profile_overhead_makes_the_simulator_predict_this_runtime(tmp_path):
